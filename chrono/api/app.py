@@ -1,0 +1,90 @@
+"""The quart-trio app: routes from ``prices``, ``ops`` and ``stream``, one error format.
+
+``ApiContext`` is everything the routes read from the running service; the app holds no state
+of its own. Every response carries ``X-Request-ID``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import trio
+from quart import Response, g, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from chrono.api.auth import Keys
+from chrono.api.errors import ApiError, error_body
+from chrono.pipeline.latest import LatestPrices
+from chrono.pipeline.stream import StreamHub
+from chrono.store import Store
+
+log = logging.getLogger(__name__)
+_encoder = msgspec.json.Encoder()
+
+_CODE_OF_STATUS = {400: "VALIDATION_ERROR", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND"}
+
+
+@dataclass
+class ApiContext:
+    latest: LatestPrices
+    store: Store
+    hub: StreamHub
+    keys: Keys
+    status: Callable[[], dict[str, Any]]  # what GET /status returns
+    health: Callable[[], dict[str, Any]]  # {"status": healthy|degraded|unhealthy, "services"...}
+    stopping: trio.Event = field(default_factory=trio.Event)
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(_encoder.encode(body), status=status, content_type="application/json")
+
+
+def create_app(ctx: ApiContext) -> QuartTrio:
+    from chrono.api import ops, prices, stream  # routes import this module's helpers
+
+    app = QuartTrio("chrono")
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+
+    @app.before_request
+    async def assign_request_id() -> None:
+        g.request_id = request.headers.get("X-Request-ID") or secrets.token_hex(8)
+
+    @app.after_request
+    async def tag_response(response: Response) -> Response:
+        response.headers["X-Request-ID"] = getattr(g, "request_id", "")
+        return response
+
+    @app.errorhandler(ApiError)
+    async def api_error(error: ApiError) -> Response:
+        return _error_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        code = error.code or 500
+        kind = _CODE_OF_STATUS.get(code, "METHOD_NOT_ALLOWED" if code == 405 else "INTERNAL_ERROR")
+        return _error_response(ApiError(kind, error.description or error.name))
+
+    @app.errorhandler(Exception)
+    async def unexpected(error: Exception) -> Response:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _error_response(ApiError("INTERNAL_ERROR", "internal error"))
+
+    prices.register(app, ctx)
+    ops.register(app, ctx)
+    stream.register(app, ctx)
+    return app
+
+
+def _error_response(error: ApiError) -> Response:
+    request_id = getattr(g, "request_id", "") or secrets.token_hex(8)
+    response = Response(
+        error_body(error, request_id), status=error.status, content_type="application/json"
+    )
+    response.headers["X-Request-ID"] = request_id
+    return response

@@ -1,0 +1,34 @@
+"""A small httpx client for the running daemon (what ``chrono status`` uses)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from chrono.errors import DaemonUnreachable
+
+TIMEOUT_S = 5.0
+
+
+def base_url(host: str, port: int) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"  # a wildcard bind is reached on loopback
+    return f"http://{host}:{port}"
+
+
+def fetch_status(url: str, admin_key: str | None) -> dict[str, Any]:
+    """``GET /status``; raise ``DaemonUnreachable`` with a one-line reason on any failure."""
+    headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/status", headers=headers, timeout=TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        raise DaemonUnreachable(f"cannot reach Chrono at {url}: {type(exc).__name__}") from exc
+    if response.status_code != 200:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:200]
+        raise DaemonUnreachable(f"Chrono at {url} answered {response.status_code}: {message}")
+    body: dict[str, Any] = response.json()
+    return body

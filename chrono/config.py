@@ -1,0 +1,218 @@
+"""config.toml as frozen, strict msgspec Structs.
+
+``load_config(path)`` returns a ``Config`` or raises ``ConfigError`` whose message names the key
+path and the problem (``collectors[0].symbols[1]: 'BTCUSD' is not a canonical BASE/QUOTE
+symbol``). Unknown keys are rejected. Values written ``"env:NAME"`` in ``[auth]`` are read from
+the environment. A relative ``sqlite:///`` path and ``spool_dir`` are resolved against the
+config file's folder, so the service behaves the same from any working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from chrono.errors import ConfigError
+from chrono.exchanges import EXCHANGES
+from chrono.model import MAX_DECIMAL_PLACES, Bounds, FeedRules, is_canonical_symbol
+
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ServerConfig(_Section, frozen=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
+    graceful_timeout_s: Positive = 5.0
+    # A client that stops reading can pin hypercorn's send forever (../shared/STACK.md trap 1).
+    tcp_user_timeout_ms: PositiveInt = 10_000
+
+
+class StorageConfig(_Section, frozen=True):
+    url: str = "sqlite:///chrono.db"
+    spool_dir: str = "spool"
+
+
+class BatchConfig(_Section, frozen=True):
+    max_feeds: PositiveInt = 100
+    max_interval_ms: PositiveInt = 5000
+    max_bytes: PositiveInt = 1_048_576
+
+
+class LogConfig(_Section, frozen=True):
+    level: Literal["debug", "info", "warn", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class AuthConfig(_Section, frozen=True):
+    internal_keys: list[str] = []
+    public_keys: list[str] = []
+    admin_keys: list[str] = []
+
+
+class BoundsConfig(_Section, frozen=True):
+    min: Decimal | None = None
+    max: Decimal | None = None
+
+
+class ValidationConfig(_Section, frozen=True):
+    max_decimal_places: Annotated[int, msgspec.Meta(ge=0, le=30)] = MAX_DECIMAL_PLACES
+    bounds: dict[str, BoundsConfig] = {}
+
+    def rules(self) -> FeedRules:
+        bounds = {s: Bounds(b.min, b.max) for s, b in self.bounds.items()}
+        return FeedRules(max_places=self.max_decimal_places, bounds=bounds)
+
+
+class SupervisorConfig(_Section, frozen=True):
+    backoff_initial_s: Positive = 1.0
+    backoff_max_s: Positive = 60.0
+    healthy_after_s: Positive = 60.0  # a child that ran this long starts its backoff afresh
+    restart_budget: PositiveInt = 10  # crashes allowed within budget_window_s ...
+    budget_window_s: Positive = 600.0  # ... before the process exits 1 for systemd to restart it
+
+
+class ServiceConfig(_Section, frozen=True):
+    drain_timeout_s: Positive = 30.0  # SIGTERM: time to write what was received, then exit 1
+
+
+class CollectorConfig(_Section, frozen=True):
+    exchange: str
+    symbols: list[str]
+    id: str | None = None
+    url: str | None = None
+    silence_timeout_s: Positive = 30.0  # no data frame for this long: reconnect
+    open_timeout_s: Positive = 10.0
+    backoff_initial_s: Positive = 1.0
+    backoff_max_s: Positive = 60.0
+
+    @property
+    def worker_id(self) -> str:
+        return self.id or self.exchange
+
+    @property
+    def endpoint(self) -> str:
+        return self.url or EXCHANGES[self.exchange].default_url
+
+
+class Config(_Section, frozen=True):
+    server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
+    batch: BatchConfig = BatchConfig()
+    log: LogConfig = LogConfig()
+    auth: AuthConfig = AuthConfig()
+    validation: ValidationConfig = ValidationConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    service: ServiceConfig = ServiceConfig()
+    collectors: list[CollectorConfig] = []
+
+
+_PATH = re.compile(r" - at `\$(.*)`$")
+
+
+def _key_error(exc: msgspec.ValidationError) -> ConfigError:
+    """Turn msgspec's ``Expected int - at `$.server.port``` into ``server.port: Expected int``."""
+    text = str(exc)
+    match = _PATH.search(text)
+    path = match.group(1).lstrip(".") if match else ""
+    problem = text[: match.start()] if match else text
+    return ConfigError(f"{path or '(top level)'}: {problem}")
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, validate and resolve a config file; raise ``ConfigError`` naming the bad key."""
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+    return parse_config(raw, base_dir=file.resolve().parent)
+
+
+def parse_config(raw: dict[str, Any], *, base_dir: Path) -> Config:
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise _key_error(exc) from exc
+    _check(config)
+    return msgspec.structs.replace(
+        config,
+        auth=_resolve_env(config.auth),
+        storage=_resolve_paths(config.storage, base_dir),
+    )
+
+
+def _check(config: Config) -> None:
+    seen: set[str] = set()
+    for i, col in enumerate(config.collectors):
+        where = f"collectors[{i}]"
+        if col.exchange not in EXCHANGES:
+            known = ", ".join(sorted(EXCHANGES))
+            raise ConfigError(f"{where}.exchange: unknown exchange {col.exchange!r} ({known})")
+        if not col.symbols:
+            raise ConfigError(f"{where}.symbols: at least one symbol is needed")
+        for j, symbol in enumerate(col.symbols):
+            if not is_canonical_symbol(symbol):
+                raise ConfigError(
+                    f"{where}.symbols[{j}]: {symbol!r} is not a canonical BASE/QUOTE symbol"
+                )
+        if col.worker_id in seen:
+            raise ConfigError(f"{where}.id: duplicate collector id {col.worker_id!r}")
+        seen.add(col.worker_id)
+        if col.url is not None and not col.url.startswith(("ws://", "wss://")):
+            raise ConfigError(f"{where}.url: must start with ws:// or wss://")
+    for symbol, b in config.validation.bounds.items():
+        where = f"validation.bounds.{symbol}"
+        if not is_canonical_symbol(symbol):
+            raise ConfigError(f"{where}: {symbol!r} is not a canonical BASE/QUOTE symbol")
+        if b.min is not None and b.max is not None and b.min > b.max:
+            raise ConfigError(f"{where}: min {b.min} is above max {b.max}")
+    if not config.storage.url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ConfigError("storage.url: expected sqlite:///PATH or postgresql://...")
+
+
+def _resolve_env(auth: AuthConfig) -> AuthConfig:
+    def resolve(kind: str, keys: list[str]) -> list[str]:
+        out = []
+        for i, key in enumerate(keys):
+            if key.startswith("env:"):
+                name = key[4:]
+                value = os.environ.get(name)
+                if not value:
+                    raise ConfigError(f"auth.{kind}[{i}]: environment variable {name} is not set")
+                key = value
+            out.append(key)
+        return out
+
+    return AuthConfig(
+        internal_keys=resolve("internal_keys", auth.internal_keys),
+        public_keys=resolve("public_keys", auth.public_keys),
+        admin_keys=resolve("admin_keys", auth.admin_keys),
+    )
+
+
+def _resolve_paths(storage: StorageConfig, base_dir: Path) -> StorageConfig:
+    url = storage.url
+    if url.startswith("sqlite:///"):
+        url = "sqlite:///" + str(base_dir / url.removeprefix("sqlite:///"))
+    return StorageConfig(url=url, spool_dir=str(base_dir / storage.spool_dir))
+
+
+def masked(config: Config) -> dict[str, Any]:
+    """The effective config as plain data, keys masked, for ``chrono check-config``."""
+    data: dict[str, Any] = msgspec.to_builtins(config)
+    for kind, keys in data["auth"].items():
+        data["auth"][kind] = [f"*** ({len(k)} chars)" for k in keys]
+    return data

@@ -1,0 +1,63 @@
+"""The one exception tree of Chrono.
+
+Library errors (websockets, OSError, sqlite3, psycopg, msgspec) are translated into these at
+each boundary, with ``raise ... from exc``, so callers catch Chrono's names only::
+
+    ChronoError
+    ├── ConfigError          bad config: names the key path and the problem (exit 2)
+    ├── InvalidFrame         an exchange frame that cannot be turned into feeds (counted, skipped)
+    ├── InvalidFeed          a feed that fails validation (counted, skipped)
+    ├── FeedConnectionError  an exchange connection failed, closed or went silent (reconnect)
+    │   └── FeedSilent       no data frame within the silence timeout
+    ├── StoreError           the store could not be opened, written or read
+    ├── SupervisorGaveUp     a child crashed past its restart budget (the process exits 1)
+    └── DaemonUnreachable    `chrono status` could not reach the running service
+"""
+
+from __future__ import annotations
+
+
+class ChronoError(Exception):
+    """Base of every error Chrono raises on purpose."""
+
+
+class ConfigError(ChronoError):
+    """The config file is missing, unreadable or invalid; the message names the key."""
+
+
+class InvalidFrame(ChronoError):
+    """An exchange frame is malformed; ``reason`` is a short, countable label."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class InvalidFeed(ChronoError):
+    """A feed failed validation; ``reason`` is a short, countable label."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class FeedConnectionError(ChronoError):
+    """The exchange connection could not be opened or was lost."""
+
+
+class FeedSilent(FeedConnectionError):
+    """The connection stayed open but delivered no data frame in time."""
+
+
+class StoreError(ChronoError):
+    """The store failed; the batch that raised it is still held by the writer."""
+
+
+class SupervisorGaveUp(ChronoError):
+    """A supervised child crashed more often than its restart budget allows."""
+
+
+class DaemonUnreachable(ChronoError):
+    """The running Chrono service did not answer."""

@@ -1,0 +1,221 @@
+"""Coinbase Exchange (``ws-feed.exchange.coinbase.com``): the ``ticker`` channel plus heartbeats.
+
+Frames decode straight into typed Structs (a tagged union on ``"type"``); prices stay ``Decimal``
+digit for digit and ``time`` becomes an aware UTC ``datetime`` with its microseconds. Fields the
+adapter does not use are ignored, so additions on the exchange's side do not break it.
+
+Errors: every bad frame raises ``InvalidFrame`` with one of three reasons, ``malformed`` (not
+JSON), ``schema`` (JSON of the wrong shape) or ``unknown_type``; nothing else escapes ``parse``.
+Price rules are the collector's job (``FeedRules``); the adapter only skips the zero-price
+ticker that products with no trades send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Final
+
+import msgspec
+
+from chrono.errors import InvalidFrame
+from chrono.exchanges.base import Exchange, FrameKind, ParsedFrame
+from chrono.model import PriceFeed, to_symbol
+
+SOURCE: Final = "coinbase"
+
+# msgspec refuses a timestamp without an offset, so a naive time is a schema error, not a feed.
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+class Channel(msgspec.Struct, frozen=True):
+    name: str
+    product_ids: list[str] = []
+
+
+class Subscriptions(msgspec.Struct, frozen=True, tag_field="type", tag="subscriptions"):
+    channels: list[Channel] = []
+
+
+class ErrorMessage(msgspec.Struct, frozen=True, tag_field="type", tag="error"):
+    message: str = ""
+    reason: str = ""
+
+
+class Heartbeat(msgspec.Struct, frozen=True, tag_field="type", tag="heartbeat"):
+    product_id: str = ""
+    sequence: int | None = None
+    last_trade_id: int | None = None
+    time: AwareDatetime | None = None
+
+
+class Ticker(msgspec.Struct, frozen=True, tag_field="type", tag="ticker"):
+    """The fields Chrono keeps; ``time``/``trade_id`` are absent on untraded products."""
+
+    product_id: str
+    price: Decimal
+    sequence: int | None = None
+    trade_id: int | None = None
+    time: AwareDatetime | None = None
+    volume_24h: Decimal | None = None
+    best_bid: Decimal | None = None
+    best_ask: Decimal | None = None
+
+
+Message = Subscriptions | ErrorMessage | Heartbeat | Ticker
+
+_DECODER: Final[msgspec.json.Decoder[Message]] = msgspec.json.Decoder(Message)
+_KNOWN_TYPES: Final = frozenset({"subscriptions", "error", "heartbeat", "ticker"})
+
+
+class _Envelope(msgspec.Struct):
+    """Only read when the full decode failed, to tell an unknown type from a bad shape."""
+
+    type: str
+
+
+_ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
+
+
+def native_symbol(symbol: str) -> str:
+    """Canonical ``BTC/USD`` -> Coinbase ``BTC-USD``."""
+    return symbol.replace("/", "-")
+
+
+def canonical_symbol(product_id: str) -> str:
+    """Coinbase ``BTC-USD`` -> canonical ``BTC/USD``; ``InvalidFrame`` if it has no dash."""
+    base, dash, quote = product_id.partition("-")
+    if not (dash and base and quote):
+        raise InvalidFrame("schema", f"bad product_id {product_id!r}")
+    return to_symbol(base, quote)
+
+
+class CoinbaseAdapter:
+    """The Coinbase protocol for one connection's fixed products. Pure: no I/O, no clock."""
+
+    def __init__(self, symbols: Sequence[str], worker_id: str) -> None:
+        self.worker_id = worker_id
+        self.products = [native_symbol(symbol) for symbol in symbols]
+        self._symbols = {native_symbol(symbol): symbol for symbol in symbols}
+
+    def subscribe_messages(self) -> list[str]:
+        """One subscribe, products listed per channel.
+
+        Per-channel lists are explicit on purpose: an empty per-channel list overrides a
+        top-level one and the exchange rejects it with ``" is not a valid product"``.
+        """
+        channels = [
+            {"name": name, "product_ids": self.products} for name in ("ticker", "heartbeat")
+        ]
+        request = {"type": "subscribe", "channels": channels}
+        return [msgspec.json.encode(request).decode()]
+
+    def parse(self, frame: str | bytes, received_at: datetime) -> ParsedFrame:
+        """Decode one frame; raise ``InvalidFrame`` (malformed/schema/unknown_type) if bad."""
+        message = _decode(frame)
+        if isinstance(message, Ticker):
+            return self._parse_ticker(message, received_at)
+        if isinstance(message, Heartbeat):
+            return ParsedFrame(FrameKind.HEARTBEAT, message=message.product_id)
+        if isinstance(message, Subscriptions):
+            return _parse_subscriptions(message)
+        return _parse_error(message)
+
+    def _parse_ticker(self, ticker: Ticker, received_at: datetime) -> ParsedFrame:
+        """A trade, e.g. (real capture, trimmed)::
+
+            {"type":"ticker","sequence":333938798,"product_id":"BAND-GBP","price":"14.7775",
+             "volume_24h":"94381.28000000","best_bid":"14.7550","best_ask":"14.8060",
+             "side":"buy","time":"2021-04-17T16:43:30.244075Z","trade_id":881613,...}
+
+        A product that never traded sends ``"price":"0"`` and no ``time``: skipped as
+        ``untraded``. Any other ticker without ``time`` is skipped as ``no_time``, since the
+        receive time would invent a trade time.
+        """
+        if ticker.time is None:
+            return ParsedFrame(
+                FrameKind.DATA, skipped=["untraded" if ticker.price.is_zero() else "no_time"]
+            )
+        product_id = ticker.product_id
+        symbol = self._symbols.get(product_id) or canonical_symbol(product_id)
+        feed = PriceFeed(
+            symbol=symbol,
+            price=ticker.price,
+            timestamp=_as_utc(ticker.time),
+            received_at=received_at,
+            source=SOURCE,
+            worker_id=self.worker_id,
+            volume=ticker.volume_24h,
+            bid=ticker.best_bid,
+            ask=ticker.best_ask,
+            metadata={
+                "native_symbol": product_id,
+                "sequence": ticker.sequence,
+                "trade_id": ticker.trade_id,
+            },
+        )
+        return ParsedFrame(FrameKind.DATA, feeds=[feed])
+
+
+def _parse_subscriptions(ack: Subscriptions) -> ParsedFrame:
+    """The cumulative subscription set after each (un)subscribe (real capture, trimmed)::
+
+        {"type":"subscriptions","channels":[{"name":"ticker","product_ids":["YFI-BTC","NU-GBP"]}]}
+
+    ``message`` lists the acked ticker products, comma-separated, in the exchange's order.
+    """
+    ticker = [
+        pid for channel in ack.channels if channel.name == "ticker" for pid in channel.product_ids
+    ]
+    return ParsedFrame(FrameKind.ACK, message=",".join(ticker))
+
+
+def _parse_error(error: ErrorMessage) -> ParsedFrame:
+    """A refused request; the link stays up (exchanges.md)::
+
+    {"type":"error","message":"Failed to subscribe","reason":"BTC-XYZ is not a valid product"}
+    """
+    text = f"{error.message}: {error.reason}" if error.reason else error.message
+    return ParsedFrame(FrameKind.ERROR, message=text)
+
+
+def _decode(frame: str | bytes) -> Message:
+    """msgspec's errors translated into ``InvalidFrame`` reasons, in this one place."""
+    try:
+        return _DECODER.decode(frame)
+    except msgspec.ValidationError as exc:
+        raise _schema_or_unknown(frame, exc) from exc
+    except (msgspec.DecodeError, UnicodeError) as exc:  # bad JSON, bad UTF-8, lone surrogates
+        raise InvalidFrame("malformed") from exc
+
+
+def _schema_or_unknown(frame: str | bytes, exc: msgspec.ValidationError) -> InvalidFrame:
+    """Classify a failed decode; msgspec stops at a bad tag before reading the rest."""
+    try:
+        kind = _ENVELOPE.decode(frame).type
+    except msgspec.ValidationError:
+        return InvalidFrame("schema", str(exc))
+    except (msgspec.DecodeError, UnicodeError):
+        return InvalidFrame("malformed")
+    if kind in _KNOWN_TYPES:
+        return InvalidFrame("schema", str(exc))
+    return InvalidFrame("unknown_type", kind)
+
+
+def _as_utc(time: datetime) -> datetime:
+    """Coinbase sends ``Z``; any other offset is converted so every timestamp reads as UTC."""
+    if time.tzinfo is UTC:
+        return time
+    try:
+        return time.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00
+        raise InvalidFrame("schema", f"time out of range: {time.isoformat()}") from exc
+
+
+EXCHANGE: Final = Exchange(
+    name=SOURCE,
+    default_url="wss://ws-feed.exchange.coinbase.com",
+    adapter=CoinbaseAdapter,
+    native_symbol=native_symbol,
+)

@@ -1,0 +1,181 @@
+"""PriceFeed, the one shape every tick takes, and the rules a feed must pass.
+
+A feed's identity is (source, symbol, timestamp, price): the same four arriving twice are one
+feed. Prices are ``Decimal`` end to end, so they read back digit for digit as the exchange sent
+them (``"67234.56000000"`` keeps its zeros).
+
+Precision rule: the seed allowed at most 8 decimal places. Exchanges quote low-priced assets
+finer than that (Kraken quotes PEPE/USD with 9-10 places), so Chrono allows up to
+``MAX_DECIMAL_PLACES`` (18, configurable) and at most ``MAX_DIGITS`` significant digits, which
+both stores keep exactly (SQLite as text, PostgreSQL as ``numeric``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+import msgspec
+
+from chrono.errors import InvalidFeed
+
+MAX_DECIMAL_PLACES = 18
+MAX_DIGITS = 38
+
+
+class PriceFeed(msgspec.Struct, frozen=True, kw_only=True):
+    """One normalized tick. ``timestamp`` is exchange time (UTC), ``received_at`` ours."""
+
+    symbol: str
+    price: Decimal
+    timestamp: datetime
+    received_at: datetime
+    source: str
+    worker_id: str
+    volume: Decimal | None = None
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    metadata: dict[str, Any] = {}
+
+    def key(self) -> FeedKey:
+        """The identity that makes a feed a duplicate of another."""
+        return FeedKey(self.source, self.symbol, self.timestamp, self.price)
+
+
+class WireFeed(msgspec.Struct, kw_only=True):
+    """A feed as JSON clients see it: decimal strings in plain notation, ``Z`` times."""
+
+    symbol: str
+    price: str
+    volume: str | None
+    bid: str | None
+    ask: str | None
+    timestamp: str
+    received_at: str
+    source: str
+    worker_id: str
+    metadata: dict[str, Any]
+
+
+def to_wire(feed: PriceFeed) -> WireFeed:
+    def text(value: Decimal | None) -> str | None:
+        return None if value is None else decimal_text(value)
+
+    return WireFeed(
+        symbol=feed.symbol,
+        price=decimal_text(feed.price),
+        volume=text(feed.volume),
+        bid=text(feed.bid),
+        ask=text(feed.ask),
+        timestamp=time_text(feed.timestamp),
+        received_at=time_text(feed.received_at),
+        source=feed.source,
+        worker_id=feed.worker_id,
+        metadata=feed.metadata,
+    )
+
+
+class FeedKey(NamedTuple):
+    source: str
+    symbol: str
+    timestamp: datetime
+    price: Decimal
+
+
+class Bounds(NamedTuple):
+    """Inclusive per-symbol price bounds; ``None`` leaves that side open."""
+
+    low: Decimal | None
+    high: Decimal | None
+
+
+def decimal_text(value: Decimal) -> str:
+    """Plain positional text: ``str()`` would write 0.000000012345678901 as 1.2345678901E-8."""
+    return format(value, "f")
+
+
+def time_text(value: datetime) -> str:
+    """ISO 8601 UTC with ``Z``, as on the wire."""
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_symbol(base: str, quote: str) -> str:
+    """Canonical ``BASE/QUOTE``."""
+    return f"{base.upper()}/{quote.upper()}"
+
+
+def is_canonical_symbol(symbol: str) -> bool:
+    base, sep, quote = symbol.partition("/")
+    return bool(sep and base and quote and base.isalnum() and quote.isalnum()) and (
+        symbol == symbol.upper()
+    )
+
+
+def check_price(
+    price: Decimal, *, max_places: int = MAX_DECIMAL_PLACES, bounds: Bounds | None = None
+) -> None:
+    """Raise ``InvalidFeed`` unless ``price`` is positive, finite, precise enough and in bounds."""
+    if not price.is_finite():
+        raise InvalidFeed("price_not_finite", str(price))
+    if price <= 0:
+        raise InvalidFeed("price_not_positive", str(price))
+    _, digits, exponent = price.as_tuple()
+    assert isinstance(exponent, int)  # finite, checked above
+    if -exponent > max_places:
+        raise InvalidFeed("price_too_precise", str(price))
+    if len(digits) > MAX_DIGITS:
+        raise InvalidFeed("price_too_many_digits", str(price))
+    if bounds is not None:
+        if bounds.low is not None and price < bounds.low:
+            raise InvalidFeed("price_below_bound", f"{price} < {bounds.low}")
+        if bounds.high is not None and price > bounds.high:
+            raise InvalidFeed("price_above_bound", f"{price} > {bounds.high}")
+
+
+class FeedRules:
+    """Validation shared by every collector and by ingest: price rules plus time sanity."""
+
+    def __init__(
+        self,
+        *,
+        max_places: int = MAX_DECIMAL_PLACES,
+        bounds: Mapping[str, Bounds] | None = None,
+    ) -> None:
+        self.max_places = max_places
+        self.bounds = dict(bounds or {})
+
+    def check(self, feed: PriceFeed) -> None:
+        """Raise ``InvalidFeed`` (with a countable reason) if ``feed`` must not be stored."""
+        if not is_canonical_symbol(feed.symbol):
+            raise InvalidFeed("bad_symbol", feed.symbol)
+        check_price(feed.price, max_places=self.max_places, bounds=self.bounds.get(feed.symbol))
+        if feed.timestamp.tzinfo is None or feed.timestamp.utcoffset():
+            raise InvalidFeed("timestamp_not_utc", feed.timestamp.isoformat())
+
+
+class RecentKeys:
+    """A bounded memory of feed keys seen lately, to drop a repeated feed once.
+
+    Exchanges repeat the last tick after every (re)subscribe; the store's unique key catches
+    anything older than this window.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._capacity = capacity
+        self._keys: OrderedDict[FeedKey, None] = OrderedDict()
+
+    def first_time(self, key: FeedKey) -> bool:
+        """True the first time ``key`` is seen within the window; remembers it."""
+        if key in self._keys:
+            return False
+        self._keys[key] = None
+        if len(self._keys) > self._capacity:
+            self._keys.popitem(last=False)
+        return True

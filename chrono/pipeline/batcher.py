@@ -1,0 +1,74 @@
+"""The batcher: group feeds for the store, flushing at a count, an age or a size.
+
+Whichever ``[batch]`` limit comes first flushes: ``max_feeds``, ``max_interval_ms`` after the
+first feed of the batch, or ``max_bytes`` of the feeds' JSON. At end of input the rest is
+flushed and the writer's input closed, so a drain writes everything.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgspec
+import trio
+
+from chrono.config import BatchConfig
+from chrono.model import PriceFeed
+
+_encoder = msgspec.json.Encoder()
+
+
+class Batcher:
+    def __init__(
+        self,
+        feeds: trio.MemoryReceiveChannel[list[PriceFeed]],
+        batches: trio.MemorySendChannel[list[PriceFeed]],
+        limits: BatchConfig,
+    ) -> None:
+        self._feeds = feeds
+        self._batches = batches
+        self._limits = limits
+        # Pending state lives on the instance, so a restarted run() keeps what it held.
+        self._pending: list[PriceFeed] = []
+        self._pending_bytes = 0
+        self._deadline = math.inf
+        self.flushes: dict[str, int] = {"count": 0, "interval": 0, "bytes": 0, "drain": 0}
+
+    async def run(self) -> None:
+        while True:
+            feeds: list[PriceFeed] | None = None
+            with trio.move_on_at(self._deadline):  # only the receive is timed, never a flush
+                try:
+                    feeds = await self._feeds.receive()
+                except trio.EndOfChannel:
+                    break
+            if feeds is None:
+                await self._flush("interval")
+            else:
+                await self._add(feeds)
+        await self._flush("drain")
+        await self._batches.aclose()
+
+    async def _add(self, feeds: list[PriceFeed]) -> None:
+        limits = self._limits
+        for feed in feeds:
+            if not self._pending:
+                self._deadline = trio.current_time() + limits.max_interval_ms / 1000
+            self._pending.append(feed)
+            self._pending_bytes += len(_encoder.encode(feed))
+            if len(self._pending) >= limits.max_feeds:
+                await self._flush("count")
+            elif self._pending_bytes >= limits.max_bytes:
+                await self._flush("bytes")
+
+    async def _flush(self, why: str) -> None:
+        self._deadline = math.inf
+        if not self._pending:
+            return
+        batch, self._pending, self._pending_bytes = self._pending, [], 0
+        self.flushes[why] += 1
+        await self._batches.send(batch)
+
+    def statistics(self) -> dict[str, Any]:
+        return {"pending": len(self._pending), "flushes": dict(self.flushes)}

@@ -1,0 +1,49 @@
+"""Fan-out: every feed list from the intake goes to the latest prices, the stream hub and the
+batcher, once. A repeated feed (same source, symbol, timestamp, price) is dropped and counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from chrono.model import PriceFeed, RecentKeys
+from chrono.pipeline.latest import LatestPrices
+from chrono.pipeline.stream import StreamHub
+
+
+class FanOut:
+    """Owns the intake's receive end and the batcher's send end (closed at end of input)."""
+
+    def __init__(
+        self,
+        intake: trio.MemoryReceiveChannel[list[PriceFeed]],
+        to_batcher: trio.MemorySendChannel[list[PriceFeed]],
+        latest: LatestPrices,
+        hub: StreamHub,
+    ) -> None:
+        self._intake = intake
+        self._to_batcher = to_batcher
+        self._latest = latest
+        self._hub = hub
+        self._recent = RecentKeys()  # survives a restart of run(): it lives on the instance
+        self.feeds_in = 0
+        self.duplicates = 0
+
+    async def run(self) -> None:
+        """Until the intake ends; then closes the batcher's input so it drains."""
+        recent = self._recent
+        async for feeds in self._intake:
+            self.feeds_in += len(feeds)
+            fresh = [feed for feed in feeds if recent.first_time(feed.key())]
+            self.duplicates += len(feeds) - len(fresh)
+            if not fresh:
+                continue
+            self._latest.update(fresh)
+            self._hub.publish(fresh)
+            await self._to_batcher.send(fresh)
+        await self._to_batcher.aclose()
+
+    def statistics(self) -> dict[str, Any]:
+        return {"feeds_in": self.feeds_in, "duplicates_dropped": self.duplicates}

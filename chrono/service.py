@@ -1,0 +1,246 @@
+"""The service: one root nursery that runs every component and drains on a signal.
+
+::
+
+    root nursery
+    ├─ signal watcher: first SIGINT/SIGTERM drains; a second (or a drain past its deadline)
+    │  raises ShutdownAborted, so the process exits 1
+    ├─ supervisor ─ HTTP/WS server (hypercorn trio worker, quart-trio app)
+    ├─ supervisor ─ stream hub (heartbeats)
+    └─ pipeline nursery
+       ├─ supervisor ─ fan-out ─┐ intake (bounded) -> latest prices, stream hub, batcher
+       ├─ supervisor ─ batcher  ─┤ -> writer channel (bounded)
+       ├─ supervisor ─ writer   ─┘ -> store
+       └─ collectors nursery (its own cancel scope): supervisor ─ collector, one per config entry
+
+Drain order (ARCHITECTURE.md): the collectors' scope is cancelled -> the intake's send end
+closes -> fan-out, batcher and writer drain through ``EndOfChannel`` -> the last batch is
+written -> stream clients are told 1001 and the HTTP server stops within its grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from functools import partial
+from typing import Any
+
+import trio
+
+from chrono import __version__
+from chrono.api import ApiContext, create_app, serve_http
+from chrono.api.auth import Keys
+from chrono.collect import CollectorStats, run_collector
+from chrono.config import Config
+from chrono.errors import ChronoError
+from chrono.model import PriceFeed, time_text, utc_now
+from chrono.pipeline.batcher import Batcher
+from chrono.pipeline.fanout import FanOut
+from chrono.pipeline.latest import LatestPrices
+from chrono.pipeline.stream import StreamHub
+from chrono.pipeline.writer import IngestWriter
+from chrono.store import Store, open_store
+from chrono.supervise import ChildStats, RestartPolicy, supervise
+
+log = logging.getLogger(__name__)
+
+INTAKE_LISTS = 1024  # feed lists (one per frame) collectors may run ahead of the fan-out
+TO_BATCHER_LISTS = 1024  # the fan-out may run this far ahead of the batcher
+TO_WRITER_BATCHES = 8  # batches waiting for the store; then the batcher, and so all, blocks
+
+
+class ShutdownAborted(ChronoError):
+    """A second signal, or a drain past its deadline: exit non-zero now."""
+
+
+class _PortReady:
+    """``task_status`` for a supervised server: keeps the port of every (re)start."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.ready = trio.Event()
+
+    def started(self, value: int | None = None) -> None:
+        self.port = value or 0
+        self.ready.set()
+
+
+class Service:
+    """Builds every component from the config; ``run`` starts them, ``stop`` drains."""
+
+    def __init__(self, config: Config, store: Store | None = None) -> None:
+        self.config = config
+        self.store = store or open_store(config.storage.url)
+        self.started_at = utc_now()
+        self.state = "starting"
+        self.latest = LatestPrices()
+        self.hub = StreamHub()
+        self._intake_send, intake = trio.open_memory_channel[list[PriceFeed]](INTAKE_LISTS)
+        to_batcher, batcher_in = trio.open_memory_channel[list[PriceFeed]](TO_BATCHER_LISTS)
+        to_writer, writer_in = trio.open_memory_channel[list[PriceFeed]](TO_WRITER_BATCHES)
+        self._intake = intake
+        self.fanout = FanOut(intake, to_batcher, self.latest, self.hub)
+        self.batcher = Batcher(batcher_in, to_writer, config.batch)
+        self.writer = IngestWriter(writer_in, self.store)
+        self.collectors = [
+            CollectorStats(c.worker_id, c.exchange, list(c.symbols)) for c in config.collectors
+        ]
+        self.children: dict[str, ChildStats] = {}
+        sup = config.supervisor
+        self.policy = RestartPolicy(
+            initial_s=sup.backoff_initial_s,
+            cap_s=sup.backoff_max_s,
+            healthy_after_s=sup.healthy_after_s,
+            budget=sup.restart_budget,
+            window_s=sup.budget_window_s,
+        )
+        self.api = ApiContext(
+            latest=self.latest,
+            store=self.store,
+            hub=self.hub,
+            keys=Keys(config.auth),
+            status=self.status,
+            health=self.health,
+        )
+        self._collecting = trio.CancelScope()
+        self.http_port = 0
+
+    def _supervised(self, name: str, child: Any) -> Any:
+        stats = self.children[name] = ChildStats(name)
+        return partial(supervise, name, child, self.policy, stats)
+
+    def intake(self) -> trio.MemorySendChannel[list[PriceFeed]]:
+        """A new sender into the pipeline (for ingest); close it, or the drain waits for it."""
+        return self._intake_send.clone()
+
+    def abort(self) -> None:
+        """Give up the drain: collectors still handing feeds over fail at once."""
+        self._intake.close()
+
+    def stop(self) -> None:
+        """Begin the drain: stop collecting; everything received is still written."""
+        if self.state == "running":
+            self.state = "draining"
+        self._collecting.cancel()
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until drained; reports the HTTP port once serving and collecting."""
+        await self.store.open()
+        try:
+            await self._run(task_status)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.store.aclose()
+        log.info("drained", extra={"data": {"feeds_written": self.writer.feeds_written}})
+
+    async def _run(self, task_status: trio.TaskStatus[int]) -> None:
+        app = create_app(self.api)
+        http = _PortReady()
+        stopping = self.api.stopping
+        serve = partial(serve_http, app, self.config.server, stopping, task_status=http)
+        heartbeats = trio.CancelScope()
+        async with trio.open_nursery() as root:
+            root.start_soon(self._supervised("http", serve))
+            await http.ready.wait()
+            self.http_port = http.port
+            host = self.config.server.host
+            log.info("http listening", extra={"data": {"host": host, "port": http.port}})
+            root.start_soon(_within, heartbeats, self._supervised("stream_hub", self.hub.run))
+            await self._run_pipeline(task_status)
+            self.state = "stopping"
+            heartbeats.cancel()
+            self.hub.close_all()  # stream handlers close with 1001 instead of being cancelled
+            stopping.set()  # the server finishes in-flight requests within its grace period
+            root.cancel_scope.deadline = (
+                trio.current_time() + self.config.server.graceful_timeout_s + 1
+            )
+
+    async def _run_pipeline(self, task_status: trio.TaskStatus[int]) -> None:
+        rules = self.config.validation.rules()
+        async with trio.open_nursery() as pipeline:
+            pipeline.start_soon(self._supervised("fanout", self.fanout.run))
+            pipeline.start_soon(self._supervised("batcher", self.batcher.run))
+            pipeline.start_soon(self._supervised("writer", self.writer.run))
+            async with self._intake_send:
+                with self._collecting:
+                    async with trio.open_nursery() as collectors:
+                        for cfg, stats in zip(self.config.collectors, self.collectors, strict=True):
+                            run = partial(run_collector, cfg, rules, self._intake_send, stats)
+                            collectors.start_soon(
+                                self._supervised(f"collector:{cfg.worker_id}", run)
+                            )
+                        self.state = "running"
+                        task_status.started(self.http_port)
+                        await trio.sleep_forever()  # until stop(): ingest may feed the intake
+            for stats in self.collectors:
+                stats.state = "stopped"
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "service": {
+                "version": __version__,
+                "state": self.state,
+                "started_at": self.started_at.isoformat(),
+                "uptime_s": round((utc_now() - self.started_at).total_seconds(), 3),
+            },
+            "collectors": [c.as_dict() for c in self.collectors],
+            "pipeline": {
+                "intake_queued": self._intake.statistics().current_buffer_used,
+                "fanout": self.fanout.statistics(),
+                "batcher": self.batcher.statistics(),
+                "writer": self.writer.statistics(),
+                "latest": self.latest.statistics(),
+                "stream": self.hub.statistics(),
+            },
+            "store": self.store.statistics(),
+            "supervisor": [c.as_dict() for c in self.children.values()],
+        }
+
+    def health(self) -> dict[str, Any]:
+        flowing = {c.worker_id: c.state for c in self.collectors}
+        store_ok = self.writer.healthy
+        if not store_ok:
+            status = "degraded"
+        elif all(state == "streaming" for state in flowing.values()):
+            status = "healthy"
+        else:
+            status = "degraded"
+        if any(c.state == "gave_up" for c in self.children.values()):
+            status = "unhealthy"
+        return {
+            "status": status,
+            "timestamp": time_text(utc_now()),
+            "services": {"store": "up" if store_ok else "down", "collectors": flowing},
+            "uptime_seconds": round((utc_now() - self.started_at).total_seconds(), 3),
+        }
+
+
+async def _within(scope: trio.CancelScope, child: Any) -> None:
+    with scope:
+        await child()
+
+
+async def run_service(
+    config: Config, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The service with signal handling: what ``chrono run`` runs."""
+    service = Service(config)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_signals, signals, service, config.service.drain_timeout_s)
+            await service.run(task_status=task_status)
+            nursery.cancel_scope.cancel()
+
+
+async def _watch_signals(signals: Any, service: Service, drain_timeout_s: float) -> None:
+    async for signum in signals:
+        log.info("%s: draining", signal.Signals(signum).name)
+        service.stop()
+        break
+    reason = f"drain did not finish within {drain_timeout_s:g} s"
+    with trio.move_on_after(drain_timeout_s):
+        async for signum in signals:
+            reason = f"second signal ({signal.Signals(signum).name}): exiting without draining"
+            break
+    service.abort()
+    raise ShutdownAborted(reason)

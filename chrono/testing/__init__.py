@@ -1,0 +1,1 @@
+"""Working doubles of Chrono's peers: exchange simulators on real loopback WebSockets."""

@@ -1,0 +1,86 @@
+"""The batcher's three flush triggers and its drain, on trio's autojump clock."""
+
+from __future__ import annotations
+
+import msgspec
+import trio
+import trio.testing
+
+from chrono.config import BatchConfig
+from chrono.model import PriceFeed
+from chrono.pipeline.batcher import Batcher
+from tests.feeds import make_feed
+
+
+def _channels() -> tuple[
+    trio.MemorySendChannel[list[PriceFeed]],
+    trio.MemoryReceiveChannel[list[PriceFeed]],
+    trio.MemorySendChannel[list[PriceFeed]],
+    trio.MemoryReceiveChannel[list[PriceFeed]],
+]:
+    feeds_in, feeds_out = trio.open_memory_channel[list[PriceFeed]](100)
+    batches_in, batches_out = trio.open_memory_channel[list[PriceFeed]](100)
+    return feeds_in, feeds_out, batches_in, batches_out
+
+
+async def test_flushes_at_max_feeds(autojump_clock: trio.testing.MockClock) -> None:
+    send, receive, out_send, out = _channels()
+    batcher = Batcher(receive, out_send, BatchConfig(max_feeds=100, max_interval_ms=5000))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(batcher.run)
+        await send.send([make_feed(i) for i in range(250)])
+        first, second = await out.receive(), await out.receive()
+        assert [len(first), len(second)] == [100, 100]
+        assert trio.current_time() == 0  # by count, not by waiting
+        assert [f.metadata["trade_id"] for f in first + second] == list(range(200))
+        await send.aclose()
+        rest = await out.receive()
+        assert len(rest) == 50
+    assert batcher.flushes == {"count": 2, "interval": 0, "bytes": 0, "drain": 1}
+
+
+async def test_flushes_after_max_interval_from_the_first_feed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    send, receive, out_send, out = _channels()
+    batcher = Batcher(receive, out_send, BatchConfig(max_feeds=100, max_interval_ms=5000))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(batcher.run)
+        await send.send([make_feed(0)])
+        await trio.sleep(3)
+        await send.send([make_feed(1)])
+        batch = await out.receive()
+        assert trio.current_time() == 5.0  # 5 s after the first feed, not the last
+        assert len(batch) == 2
+        await trio.sleep(60)  # nothing pending: no empty flushes
+        assert batcher.flushes["interval"] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_flushes_at_max_bytes(autojump_clock: trio.testing.MockClock) -> None:
+    send, receive, out_send, out = _channels()
+    limits = BatchConfig(max_feeds=1000, max_interval_ms=5000, max_bytes=2000)
+    batcher = Batcher(receive, out_send, limits)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(batcher.run)
+        await send.send([make_feed(i) for i in range(20)])
+        batch = await out.receive()
+        sizes = [len(msgspec.json.encode(f)) for f in batch]
+        assert sum(sizes) >= 2000 > sum(sizes[:-1])  # flushed by the feed that crossed it
+        assert trio.current_time() == 0
+        assert batcher.flushes["bytes"] >= 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_drain_flushes_the_rest_and_closes_the_output(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    send, receive, out_send, out = _channels()
+    batcher = Batcher(receive, out_send, BatchConfig())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(batcher.run)
+        async with send:
+            await send.send([make_feed(i) for i in range(7)])
+        batches = [batch async for batch in out]
+    assert [len(b) for b in batches] == [7]
+    assert trio.current_time() == 0

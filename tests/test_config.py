@@ -1,0 +1,120 @@
+"""Config is strict: every error names the key path and the problem; `check-config` exits 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chrono.cli import main
+from chrono.config import load_config
+from chrono.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+GOOD = """
+[[collectors]]
+exchange = "coinbase"
+symbols = ["BTC/USD"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_documented_example_loads() -> None:
+    config = load_config(REPO / "config.toml")
+    assert [c.worker_id for c in config.collectors] == ["coinbase"]
+    assert config.collectors[0].symbols == ["BTC/USD", "ETH/USD"]
+    assert config.storage.url == f"sqlite:///{REPO / 'chrono.db'}"
+    assert config.batch.max_feeds == 100
+    assert config.batch.max_interval_ms == 5000
+    assert config.batch.max_bytes == 1048576
+
+
+def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    config = load_config(write(tmp_path / "etc", GOOD))
+    assert config.storage.url == f"sqlite:///{tmp_path / 'etc' / 'chrono.db'}"
+    assert config.storage.spool_dir == str(tmp_path / "etc" / "spool")
+    absolute = load_config(write(tmp_path, GOOD + '[storage]\nurl = "sqlite:////var/x.db"\n'))
+    assert absolute.storage.url == "sqlite:////var/x.db"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (GOOD + "[server]\nprot = 1\n", "server: Object contains unknown field `prot`"),
+        (GOOD + "[server]\nport = 'x'\n", "server.port: Expected `int`, got `str`"),
+        (GOOD + "[server]\nport = 70000\n", "server.port: Expected `int` <= 65535"),
+        (GOOD + "[batch]\nmax_feeds = 0\n", "batch.max_feeds: Expected `int` >= 1"),
+        (GOOD + "[log]\nlevel = 'loud'\n", "log.level: Invalid enum value 'loud'"),
+        ("colour = 1\n" + GOOD, "(top level): Object contains unknown field `colour`"),
+        (
+            '[[collectors]]\nexchange = "coinbase"\nsymbols = ["BTC/USD", "BTCUSD"]\n',
+            "collectors[0].symbols[1]: 'BTCUSD' is not a canonical BASE/QUOTE symbol",
+        ),
+        (
+            '[[collectors]]\nexchange = "mtgox"\nsymbols = ["BTC/USD"]\n',
+            "collectors[0].exchange: unknown exchange 'mtgox'",
+        ),
+        ('[[collectors]]\nexchange = "coinbase"\n', "collectors[0]: Object missing required field"),
+        (GOOD + GOOD, "collectors[1].id: duplicate collector id 'coinbase'"),
+        (
+            GOOD + '[validation.bounds."BTC/USD"]\nmin = "10"\nmax = "1"\n',
+            "validation.bounds.BTC/USD: min 10 is above max 1",
+        ),
+        (GOOD + '[storage]\nurl = "mysql://x"\n', "storage.url: expected sqlite:///PATH"),
+        (GOOD + '[auth]\nadmin_keys = ["env:CHRONO_TEST_UNSET_KEY"]\n', "auth.admin_keys[0]"),
+    ],
+)
+def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert message in str(info.value)
+
+
+def test_keys_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHRONO_TEST_ADMIN", "s3cret-admin")
+    config = load_config(write(tmp_path, GOOD + '[auth]\nadmin_keys = ["env:CHRONO_TEST_ADMIN"]\n'))
+    assert config.auth.admin_keys == ["s3cret-admin"]
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[server\n"))
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_check_config_exits_2_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-config", str(write(tmp_path, GOOD + "[batch]\nmax_feed = 1\n"))]) == 2
+    assert "batch: Object contains unknown field `max_feed`" in capsys.readouterr().err
+
+
+def test_check_config_prints_the_effective_config_with_keys_masked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["check-config", str(REPO / "config.toml")]) == 0
+    out = capsys.readouterr().out
+    assert '"max_feeds": 100' in out
+    assert "chrono_admin_dev_key_001" not in out
+    assert "*** (24 chars)" in out
+
+
+def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "chrono", "check-config", str(write(tmp_path, "[x]\n"))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "(top level): Object contains unknown field `x`" in result.stderr

@@ -1,0 +1,77 @@
+"""PriceFeed validation and the duplicate window."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import msgspec
+import pytest
+
+from chrono.errors import InvalidFeed
+from chrono.model import Bounds, FeedRules, RecentKeys, decimal_text, to_wire
+from tests.feeds import make_feed
+
+
+@pytest.mark.parametrize(
+    ("price", "reason"),
+    [
+        ("0", "price_not_positive"),
+        ("-1.5", "price_not_positive"),
+        ("NaN", "price_not_finite"),
+        ("Infinity", "price_not_finite"),
+        ("0.0000000000000000001", "price_too_precise"),  # 19 places
+        ("1" * 39, "price_too_many_digits"),
+    ],
+)
+def test_bad_prices_are_rejected_with_a_reason(price: str, reason: str) -> None:
+    with pytest.raises(InvalidFeed) as info:
+        FeedRules().check(make_feed(price=price))
+    assert info.value.reason == reason
+
+
+def test_good_prices_pass() -> None:
+    for price in ("67234.56", "0.000000012345678901", "67234.56000000", "1"):
+        FeedRules().check(make_feed(price=price))
+
+
+def test_precision_and_bounds_are_configurable() -> None:
+    rules = FeedRules(max_places=8, bounds={"BTC/USD": Bounds(Decimal(1000), Decimal(10**7))})
+    rules.check(make_feed(price="67234.12345678"))
+    with pytest.raises(InvalidFeed, match="price_too_precise"):
+        rules.check(make_feed(price="67234.123456789"))
+    with pytest.raises(InvalidFeed, match="price_below_bound"):
+        rules.check(make_feed(price="999.99"))
+    with pytest.raises(InvalidFeed, match="price_above_bound"):
+        rules.check(make_feed(price="10000000.01"))
+    rules.check(make_feed(symbol="ETH/USD", price="0.5"))  # no bounds for ETH/USD
+
+
+def test_symbol_and_time_rules() -> None:
+    with pytest.raises(InvalidFeed, match="bad_symbol"):
+        FeedRules().check(make_feed(symbol="btc-usd"))
+    feed = make_feed()
+    local = msgspec.structs.replace(
+        feed, timestamp=feed.timestamp.astimezone(timezone(timedelta(hours=2)))
+    )
+    with pytest.raises(InvalidFeed, match="timestamp_not_utc"):
+        FeedRules().check(local)
+    naive = msgspec.structs.replace(feed, timestamp=datetime(2026, 1, 1))
+    with pytest.raises(InvalidFeed, match="timestamp_not_utc"):
+        FeedRules().check(naive)
+
+
+def test_recent_keys_drop_a_repeat_once_within_the_window() -> None:
+    recent = RecentKeys(capacity=3)
+    feeds = [make_feed(i) for i in range(4)]
+    assert [recent.first_time(f.key()) for f in feeds] == [True] * 4
+    assert recent.first_time(feeds[3].key()) is False
+    assert recent.first_time(feeds[0].key()) is True  # fell out of the window
+    assert recent.first_time(make_feed(3, price="1").key()) is True  # another price
+
+
+def test_wire_form_keeps_digits_and_writes_z() -> None:
+    wire = to_wire(make_feed(price="0.000000012345678901"))
+    assert wire.price == "0.000000012345678901"
+    assert wire.timestamp == "2026-11-20T12:00:00.123456Z"
+    assert decimal_text(Decimal("67234.56000000")) == "67234.56000000"
