@@ -73,10 +73,22 @@ def _run(args: argparse.Namespace) -> int:
         log.error("chrono stopped: %s", exc)
         return 1
     except BaseExceptionGroup as group:
-        log.error("chrono stopped on an error", exc_info=group)
+        ours, other = group.split(ChronoError)
+        if ours is not None and other is None:
+            for exc in _leaves(ours):
+                log.error("chrono stopped: %s", exc)
+        else:
+            log.error("chrono stopped on an error", exc_info=group)
         return 1
     log.info("chrono stopped cleanly")
     return 0
+
+
+def _leaves(group: BaseExceptionGroup[ChronoError]) -> list[BaseException]:
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return leaves
 
 
 def _status(args: argparse.Namespace) -> int:

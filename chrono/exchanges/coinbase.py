@@ -117,7 +117,7 @@ class CoinbaseAdapter:
         if isinstance(message, Ticker):
             return self._parse_ticker(message, received_at)
         if isinstance(message, Heartbeat):
-            return ParsedFrame(FrameKind.HEARTBEAT, message=message.product_id)
+            return _parse_heartbeat(message)
         if isinstance(message, Subscriptions):
             return _parse_subscriptions(message)
         return _parse_error(message)
@@ -158,6 +158,17 @@ class CoinbaseAdapter:
         return ParsedFrame(FrameKind.DATA, feeds=[feed])
 
 
+def _parse_heartbeat(beat: Heartbeat) -> ParsedFrame:
+    """Proof the link is alive, once a second per product (exchanges.md)::
+
+        {"type":"heartbeat","sequence":90,"last_trade_id":20,"product_id":"BTC-USD",
+         "time":"2014-11-07T08:19:28.464459Z"}
+
+    ``message`` is the product id.
+    """
+    return ParsedFrame(FrameKind.HEARTBEAT, message=beat.product_id)
+
+
 def _parse_subscriptions(ack: Subscriptions) -> ParsedFrame:
     """The cumulative subscription set after each (un)subscribe (real capture, trimmed)::
 
@@ -174,7 +185,8 @@ def _parse_subscriptions(ack: Subscriptions) -> ParsedFrame:
 def _parse_error(error: ErrorMessage) -> ParsedFrame:
     """A refused request; the link stays up (exchanges.md)::
 
-    {"type":"error","message":"Failed to subscribe","reason":"BTC-XYZ is not a valid product"}
+        {"type":"error","message":"Failed to subscribe",
+         "reason":"BTC-XYZ is not a valid product"}
     """
     text = f"{error.message}: {error.reason}" if error.reason else error.message
     return ParsedFrame(FrameKind.ERROR, message=text)

@@ -26,6 +26,10 @@ from chrono.model import PriceFeed, decimal_text, utc_now
 
 T = TypeVar("T")
 
+# How long a write waits for another process's lock before failing (and being retried by the
+# writer). Short, so that an aborted drain is not held up by a thread waiting on a lock.
+BUSY_TIMEOUT_MS = 1000
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS price_feeds (
     id          INTEGER PRIMARY KEY,
@@ -123,7 +127,7 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         return conn
 
     def _open_writer(self) -> sqlite3.Connection:

@@ -6,9 +6,15 @@ keeps the ``ticker`` and ``heartbeat`` product sets and an outbox drained by one
 generation never waits on a slow socket; a client whose outbox fills is dropped (the exchange's
 ``ErrSlowConsume``).
 
+Protocol choices where exchanges.md is silent: a client that sends no valid subscribe within
+``subscribe_timeout_s`` is closed with 1008 "subscribe timeout"; a request that is not a JSON
+subscribe/unsubscribe gets ``{"type":"error","message":"Malformed message",...}``; an unknown
+channel is refused with ``"<name> is not a valid channel"``.
+
 Knobs for tests: ``drop_connections`` (TCP closed with no close frame: the client sees 1006),
-``set_silent``, ``set_heartbeats``, ``inject`` (raw frames) and ``send_burst`` (benchmark mode).
-Cancelling ``serve`` stops everything; clients then see an abrupt close.
+``set_silent`` (no tickers at all, not even the one after a subscribe), ``set_heartbeats``,
+``inject`` (raw frames to the clients subscribed right now, queued behind their pending frames)
+and ``send_burst`` (benchmark mode). Cancelling ``serve`` ends every connection abruptly.
 """
 
 from __future__ import annotations

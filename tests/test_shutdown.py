@@ -1,0 +1,98 @@
+"""Store outages and signals, with `chrono run` as a real process and SQLite held locked by the
+test: nothing is dropped while the store fails; a second signal or a drain past its deadline
+exits 1."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import trio
+
+from chrono.testing.simulators.coinbase import CoinbaseSimulator
+from tests.conftest import ADMIN_KEY
+from tests.daemon import Daemon, run_chrono, write_config
+from tests.test_end_to_end import assert_stored_once, stored_rows
+from tests.waiting import wait_until
+
+
+@contextmanager
+def store_locked(db: Path) -> Iterator[None]:
+    """Hold SQLite's write lock, as a stuck or failing store would: Chrono's writes fail."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+
+
+async def status(daemon: Daemon) -> dict[str, object]:
+    async with httpx.AsyncClient(base_url=daemon.url) as http:
+        response = await http.get("/status", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        body: dict[str, object] = response.json()
+        body["health"] = (await http.get("/health")).json()
+        return body
+
+
+async def test_a_store_outage_loses_nothing(tmp_path: Path, nursery: trio.Nursery) -> None:
+    sim = CoinbaseSimulator(tick_interval_s=0.01)
+    await nursery.start(sim.serve)
+    db = tmp_path / "data" / "chrono.db"
+    with trio.fail_after(60):
+        async with run_chrono(await write_config(tmp_path, sim.url), nursery) as daemon:
+            await wait_until(lambda: db.exists() and len(stored_rows(db)) > 20)
+            with store_locked(db):
+                ticks_at_lock = len(sim.ticks)
+                while True:
+                    body = await status(daemon)
+                    if body["health"]["status"] == "degraded":  # type: ignore[index]
+                        break
+                    await trio.sleep(0.1)
+                assert body["health"]["services"]["store"] == "down"  # type: ignore[index]
+                assert body["pipeline"]["writer"]["write_errors"] >= 1  # type: ignore[index]
+            await wait_until(lambda: len(sim.ticks) > ticks_at_lock + 100)
+            sim.set_silent(True)
+            await wait_until(lambda: len(stored_rows(db)) == len(sim.ticks))
+            assert (await status(daemon))["health"]["status"] == "healthy"  # type: ignore[index]
+            daemon.process.send_signal(signal.SIGTERM)
+            assert await daemon.wait_exit() == 0
+    assert_stored_once(sim, db)
+
+
+async def test_a_second_signal_exits_1_without_waiting_for_the_drain(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    sim = CoinbaseSimulator(tick_interval_s=0.01)
+    await nursery.start(sim.serve)
+    db = tmp_path / "data" / "chrono.db"
+    with trio.fail_after(60):
+        async with run_chrono(await write_config(tmp_path, sim.url), nursery) as daemon:
+            await wait_until(lambda: db.exists() and len(stored_rows(db)) > 0)
+            with store_locked(db):
+                await trio.sleep(0.5)  # batches wait for the store
+                daemon.process.send_signal(signal.SIGTERM)
+                await wait_until(lambda: "SIGTERM: draining" in daemon.messages())
+                daemon.process.send_signal(signal.SIGINT)
+                assert await daemon.wait_exit() == 1
+    assert any("second signal (SIGINT)" in m for m in daemon.messages()), daemon.messages()
+
+
+async def test_a_drain_past_its_deadline_exits_1(tmp_path: Path, nursery: trio.Nursery) -> None:
+    sim = CoinbaseSimulator(tick_interval_s=0.01)
+    await nursery.start(sim.serve)
+    db = tmp_path / "data" / "chrono.db"
+    config = await write_config(tmp_path, sim.url, drain_timeout_s=1)
+    with trio.fail_after(60):
+        async with run_chrono(config, nursery) as daemon:
+            await wait_until(lambda: db.exists() and len(stored_rows(db)) > 0)
+            with store_locked(db):
+                await trio.sleep(0.5)
+                daemon.process.send_signal(signal.SIGTERM)
+                assert await daemon.wait_exit() == 1
+    assert any("drain did not finish within 1 s" in m for m in daemon.messages())
