@@ -167,7 +167,7 @@ class RecentKeys:
     anything older than this window.
     """
 
-    def __init__(self, capacity: int = 100_000) -> None:
+    def __init__(self, capacity: int = 50_000) -> None:  # ~10 MB; minutes of a busy feed
         self._capacity = capacity
         self._keys: OrderedDict[FeedKey, None] = OrderedDict()
 

@@ -106,10 +106,7 @@ async def run_collector(
         except FeedConnectionError as exc:
             stats.last_error = str(exc)
             log.warning(
-                "%s: %s; reconnecting",
-                config.worker_id,
-                exc,
-                extra={"data": {"worker_id": config.worker_id}},
+                "%s: %s; reconnecting", config.worker_id, exc, extra={"worker_id": config.worker_id}
             )
         stats.connected_at = None
         stats.state = "backoff"
@@ -175,11 +172,13 @@ def _valid_feeds(
 def _note_control(parsed: ParsedFrame, worker_id: str, stats: CollectorStats) -> None:
     if parsed.kind is FrameKind.ACK:
         stats.state = "subscribed" if stats.state == "subscribing" else stats.state
-        log.info("%s: subscribed %s", worker_id, parsed.message)
+        log.info("%s: subscribed %s", worker_id, parsed.message, extra={"worker_id": worker_id})
     elif parsed.kind is FrameKind.ERROR:
         stats.exchange_errors += 1
         stats.last_error = parsed.message
-        log.warning("%s: exchange error: %s", worker_id, parsed.message)
+        log.warning(
+            "%s: exchange error: %s", worker_id, parsed.message, extra={"worker_id": worker_id}
+        )
 
 
 async def _hand_off(

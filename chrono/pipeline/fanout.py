@@ -27,7 +27,7 @@ class FanOut:
         self._to_batcher = to_batcher
         self._latest = latest
         self._hub = hub
-        self._recent = RecentKeys()  # survives a restart of run(): it lives on the instance
+        self._recent = RecentKeys()  # lives on the instance, so it survives a restart of run()
         self.feeds_in = 0
         self.duplicates = 0
 
