@@ -43,6 +43,7 @@ PRODUCTS: Final = ("BTC-USD", "ETH-USD")
 SUBSCRIBE_TIMEOUT_S: Final = 20.0
 MIN_PHASE_TIMEOUT_S: Final = 60.0
 SLOWEST_FEEDS_PER_S: Final = 2_000  # below this a phase counts as hung and fails
+PACE_S: Final = 0.01  # the steady phase writes the trades due every 10 ms
 SETTLE_S: Final = 15.0  # after the steady phase, beyond the batch interval, for the last rows
 
 
@@ -178,28 +179,37 @@ async def _steady(
     steady_s: float,
     batch: BatchConfig,
 ) -> dict[str, Any]:
-    """``rate`` tickers/s for ``steady_s``; latency = ``ingested_at`` - the ticker's ``time``."""
-    first_index = len(sim.ticks)
-    sim.tick_interval_s = len(PRODUCTS) / rate  # one trade per product per interval
-    sim.set_silent(False)
-    await trio.sleep(steady_s)
-    sim.set_silent(True)
-    sent = sim.ticks[first_index:]
-    if not sent:
-        raise BenchError("the simulator sent nothing in the steady phase")
-    await db.wait_count(before + len(sent), batch.max_interval_ms / 1000 + SETTLE_S)
+    """``rate`` tickers/s; latency = ``ingested_at`` - ``time`` over the first ``steady_s``.
+
+    The stream keeps flowing until every row of the window is stored, so that they are all
+    flushed as in a continuous stream (by count), not by the interval once the stream stops.
+    """
+    first = len(sim.ticks)
+    settle_s = batch.max_interval_ms / 1000 + SETTLE_S
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_pace, sim, rate)
+        await trio.sleep(steady_s)
+        window = sim.ticks[first:]
+        if not window:
+            raise BenchError("the simulator sent nothing in the steady phase")
+        # One pipeline, in order: once this many rows are in, the whole window is.
+        await db.wait_count(before + len(window), settle_s, exact=False)
+        nursery.cancel_scope.cancel()
+    await db.wait_count(len(sim.ticks), settle_s)  # the tail: flushed by the interval
     rows = await db.query(
-        "SELECT timestamp, ingested_at FROM price_feeds WHERE timestamp >= ?", (sent[0].time,)
+        "SELECT timestamp, ingested_at FROM price_feeds WHERE timestamp BETWEEN ? AND ?",
+        (window[0].time, window[-1].time),
     )
-    if len(rows) != len(sent):
-        raise BenchError(f"steady phase: {len(rows)} rows for {len(sent)} tickers")
+    if len(rows) != len(window):
+        raise BenchError(f"steady phase: {len(rows)} rows for {len(window)} tickers")
     latencies = sorted(epoch_s(ingested) - epoch_s(stamped) for stamped, ingested in rows)
-    span_s = epoch_s(sent[-1].time) - epoch_s(sent[0].time)
+    span_s = epoch_s(window[-1].time) - epoch_s(window[0].time)
     return {
         "steady_target_per_s": rate,
-        "steady_sent": len(sent),
-        "steady_per_s": len(sent) / span_s if span_s > 0 else 0.0,
+        "steady_sent": len(window),
+        "steady_per_s": len(window) / span_s if span_s > 0 else 0.0,
         "steady_s": steady_s,
+        "steady_frames_per_write": max(1, round(rate * PACE_S)),
         "latency_ms": {
             "p50": 1000 * percentile(latencies, 50),
             "p99": 1000 * percentile(latencies, 99),
@@ -207,6 +217,22 @@ async def _steady(
             "over_1s": sum(1 for v in latencies if v > 1.0),
         },
     }
+
+
+async def _pace(sim: CoinbaseSimulator, rate: float) -> None:
+    """Send ``rate`` tickers/s until cancelled, in small bursts every ``PACE_S``.
+
+    The simulator's own ticker loop makes one trade per product per ``trio.sleep``, which
+    cannot go below ~1.5 ms here (~1,300 frames/s for two products); small bursts reach any
+    rate. Each trade is stamped right before its write, so ``time`` is its send time.
+    """
+    start, sent = trio.current_time(), 0
+    while True:
+        await trio.sleep(PACE_S)
+        due = int((trio.current_time() - start) * rate) - sent
+        if due > 0:
+            await sim.send_burst(due)
+            sent += due
 
 
 async def _batcher_status(port: int) -> dict[str, Any]:

@@ -75,8 +75,8 @@ def _run(args: argparse.Namespace) -> int:
     except BaseExceptionGroup as group:
         ours, other = group.split(ChronoError)
         if ours is not None and other is None:
-            for exc in _leaves(ours):
-                log.error("chrono stopped: %s", exc)
+            for leaf in _leaves(ours):
+                log.error("chrono stopped: %s", leaf)
         else:
             log.error("chrono stopped on an error", exc_info=group)
         return 1

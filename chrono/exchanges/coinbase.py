@@ -187,6 +187,8 @@ def _parse_error(error: ErrorMessage) -> ParsedFrame:
 
         {"type":"error","message":"Failed to subscribe",
          "reason":"BTC-XYZ is not a valid product"}
+
+    ``message`` is ``"<message>: <reason>"``.
     """
     text = f"{error.message}: {error.reason}" if error.reason else error.message
     return ParsedFrame(FrameKind.ERROR, message=text)

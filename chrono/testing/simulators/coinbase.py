@@ -231,8 +231,8 @@ class CoinbaseSimulator:
         untraded: Sequence[str] = (),
     ) -> None:
         rng = random.Random(seed)
-        self._products = {pid: _Product(pid, rng, traded=True) for pid in products}
-        self._products |= {pid: _Product(pid, rng, traded=False) for pid in untraded}
+        known = dict.fromkeys([*products, *untraded])  # a product listed in both is untraded
+        self._products = {pid: _Product(pid, rng, traded=pid not in untraded) for pid in known}
         self.tick_interval_s = tick_interval_s
         self.heartbeat_interval_s = heartbeat_interval_s
         self.subscribe_timeout_s = subscribe_timeout_s
