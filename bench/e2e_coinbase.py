@@ -186,15 +186,16 @@ async def _steady(
     """
     first = len(sim.ticks)
     settle_s = batch.max_interval_ms / 1000 + SETTLE_S
+    stop = trio.Event()  # not a cancel: a burst cut short would leave its trades unsent
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_pace, sim, rate)
+        nursery.start_soon(_pace, sim, rate, stop)
         await trio.sleep(steady_s)
         window = sim.ticks[first:]
         if not window:
             raise BenchError("the simulator sent nothing in the steady phase")
         # One pipeline, in order: once this many rows are in, the whole window is.
         await db.wait_count(before + len(window), settle_s, exact=False)
-        nursery.cancel_scope.cancel()
+        stop.set()
     await db.wait_count(len(sim.ticks), settle_s)  # the tail: flushed by the interval
     rows = await db.query(
         "SELECT timestamp, ingested_at FROM price_feeds WHERE timestamp BETWEEN ? AND ?",
@@ -219,18 +220,19 @@ async def _steady(
     }
 
 
-async def _pace(sim: CoinbaseSimulator, rate: float) -> None:
-    """Send ``rate`` tickers/s until cancelled, in small bursts every ``PACE_S``.
+async def _pace(sim: CoinbaseSimulator, rate: float, stop: trio.Event) -> None:
+    """Send ``rate`` tickers/s until ``stop`` is set, in small bursts every ``PACE_S``.
 
     The simulator's own ticker loop makes one trade per product per ``trio.sleep``, which
     cannot go below ~1.5 ms here (~1,300 frames/s for two products); small bursts reach any
     rate. Each trade is stamped right before its write, so ``time`` is its send time.
     """
     start, sent = trio.current_time(), 0
-    while True:
-        await trio.sleep(PACE_S)
+    while not stop.is_set():
+        with trio.move_on_after(PACE_S):
+            await stop.wait()
         due = int((trio.current_time() - start) * rate) - sent
-        if due > 0:
+        if due > 0 and not stop.is_set():
             await sim.send_burst(due)
             sent += due
 
@@ -273,7 +275,10 @@ def render(result: dict[str, Any]) -> str:
 
 
 async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
-    log = (lambda _: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
+    def log(message: str) -> None:
+        if not args.json:
+            print(message, file=sys.stderr)
+
     log(f"floor: {args.feeds} frames to a bare client ...")
     floor = await measure_floor(args.feeds)
     log(f"chrono: burst of {args.feeds}, then {args.steady_s:g} s at {args.rate:g}/s ...")
@@ -294,16 +299,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    return [
+        leaf
+        for exc in group.exceptions
+        for leaf in (_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.floor_client:
         url, feeds = args.floor_client
         print(json.dumps(trio.run(floor_client, url, int(feeds))))
         return 0
+    failures: list[BaseException] = []
     try:
         result = trio.run(run_bench, args)
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
+    except* BenchError as group:  # nurseries wrap it; a return is not allowed in except*
+        failures = _leaves(group)
+    if failures:
+        for exc in failures:
+            print(f"bench failed: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(result) if args.json else render(result))
     return 0

@@ -152,6 +152,9 @@ def render_status(status: dict[str, Any]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
+    for c in status["collectors"]:
+        if c["state"] != "streaming" and c["last_error"]:
+            lines.append(f"{c['worker_id']}: last error: {c['last_error']}")
     service, store, writer = status["service"], status["store"], status["pipeline"]["writer"]
     lines.insert(
         0, f"chrono {service['version']}  {service['state']}  up {_age(service['uptime_s'])}"

@@ -84,14 +84,16 @@ async def exercise(sim: CoinbaseSimulator, http: httpx.AsyncClient, config: Path
     sim.set_silent(True)
     await wait_caught_up(sim, http)
     sim.drop_connections()
+    sim.set_silent(False)  # so the resubscribe gets the snapshot: each product's last trade again
     await sim.wait_subscribed(2)
-    sim.set_silent(False)
     await wait_until(lambda: len(sim.ticks) >= 150)
     sim.set_silent(True)
     await wait_caught_up(sim, http)
 
     response = await http.get("/status", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
-    [collector] = response.json()["collectors"]
+    status = response.json()
+    [collector] = status["collectors"]
+    assert status["pipeline"]["fanout"]["duplicates_dropped"] == 2  # the two replayed trades
     assert collector["invalid_frames"] == {"malformed": 1, "schema": 1}
     assert collector["reconnects"] == 1
     assert collector["state"] == "streaming"

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from chrono.testing.simulators.coinbase import CoinbaseSimulator
@@ -65,34 +66,33 @@ async def test_a_store_outage_loses_nothing(tmp_path: Path, nursery: trio.Nurser
     assert_stored_once(sim, db)
 
 
-async def test_a_second_signal_exits_1_without_waiting_for_the_drain(
-    tmp_path: Path, nursery: trio.Nursery
+@pytest.mark.parametrize(
+    ("drain_timeout_s", "second_signal", "reason"),
+    [
+        (30, True, "second signal (SIGINT): exiting without draining"),
+        (1, False, "drain did not finish within 1 s"),
+    ],
+    ids=["second-signal", "drain-deadline"],
+)
+async def test_an_aborted_drain_exits_1(
+    tmp_path: Path,
+    nursery: trio.Nursery,
+    drain_timeout_s: float,
+    second_signal: bool,
+    reason: str,
 ) -> None:
     sim = CoinbaseSimulator(tick_interval_s=0.01)
     await nursery.start(sim.serve)
     db = tmp_path / "data" / "chrono.db"
-    with trio.fail_after(60):
-        async with run_chrono(await write_config(tmp_path, sim.url), nursery) as daemon:
-            await wait_until(lambda: db.exists() and len(stored_rows(db)) > 0)
-            with store_locked(db):
-                await trio.sleep(0.5)  # batches wait for the store
-                daemon.process.send_signal(signal.SIGTERM)
-                await wait_until(lambda: "SIGTERM: draining" in daemon.messages())
-                daemon.process.send_signal(signal.SIGINT)
-                assert await daemon.wait_exit() == 1
-    assert any("second signal (SIGINT)" in m for m in daemon.messages()), daemon.messages()
-
-
-async def test_a_drain_past_its_deadline_exits_1(tmp_path: Path, nursery: trio.Nursery) -> None:
-    sim = CoinbaseSimulator(tick_interval_s=0.01)
-    await nursery.start(sim.serve)
-    db = tmp_path / "data" / "chrono.db"
-    config = await write_config(tmp_path, sim.url, drain_timeout_s=1)
+    config = await write_config(tmp_path, sim.url, drain_timeout_s=drain_timeout_s)
     with trio.fail_after(60):
         async with run_chrono(config, nursery) as daemon:
             await wait_until(lambda: db.exists() and len(stored_rows(db)) > 0)
             with store_locked(db):
-                await trio.sleep(0.5)
+                await trio.sleep(0.5)  # batches now wait for the store
                 daemon.process.send_signal(signal.SIGTERM)
+                await wait_until(lambda: "SIGTERM: draining" in daemon.messages())
+                if second_signal:
+                    daemon.process.send_signal(signal.SIGINT)
                 assert await daemon.wait_exit() == 1
-    assert any("drain did not finish within 1 s" in m for m in daemon.messages())
+    assert f"chrono stopped: {reason}" in daemon.messages()
