@@ -18,12 +18,10 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Final
 
 import httpx
-import msgspec
 import trio
 from _common import (
     ADMIN_KEY,
@@ -34,75 +32,16 @@ from _common import (
     open_chrono,
     percentile,
 )
-from websockets.trio.client import connect
+from _floor import PRODUCTS, SUBSCRIBE_TIMEOUT_S, floor_client, measure_floor, phase_timeout_s
 
 from chrono.config import BatchConfig
 from chrono.testing.simulators.coinbase import CoinbaseSimulator, SentTick
 
-PRODUCTS: Final = ("BTC-USD", "ETH-USD")
-SUBSCRIBE_TIMEOUT_S: Final = 20.0
-MIN_PHASE_TIMEOUT_S: Final = 60.0
-SLOWEST_FEEDS_PER_S: Final = 2_000  # below this a phase counts as hung and fails
 PACE_S: Final = 0.01  # the steady phase writes the trades due every 10 ms
 SETTLE_S: Final = 15.0  # after the steady phase, beyond the batch interval, for the last rows
 
 
-class _Frame(msgspec.Struct):
-    """What the floor client decodes of each frame (strings as sent, no Decimal/datetime)."""
-
-    type: str
-    product_id: str = ""
-    price: str = ""
-    time: str = ""
-    trade_id: int = 0
-
-
-def _phase_timeout_s(feeds: int) -> float:
-    return max(MIN_PHASE_TIMEOUT_S, feeds / SLOWEST_FEEDS_PER_S)
-
-
-# --- 1. floor: a bare client in its own process -------------------------------------------
-
-
-async def floor_client(url: str, feeds: int) -> dict[str, float]:
-    """Subscribe, receive ``feeds`` tickers as fast as they come; time first to last frame."""
-    decoder = msgspec.json.Decoder(_Frame)
-    subscribe = {"type": "subscribe", "channels": [{"name": "ticker", "product_ids": PRODUCTS}]}
-    with trio.fail_after(_phase_timeout_s(feeds)):
-        async with connect(url, compression=None) as ws:
-            await ws.send(json.dumps(subscribe))
-            seen, first = 0, 0.0
-            while seen < feeds:
-                if decoder.decode(await ws.recv()).type == "ticker":
-                    seen += 1
-                    first = first or time.perf_counter()
-            elapsed = time.perf_counter() - first
-    return {"frames": seen, "elapsed_s": elapsed, "frames_per_s": (seen - 1) / elapsed}
-
-
-async def measure_floor(feeds: int) -> dict[str, float]:
-    """The simulator here, the client a subprocess running ``floor_client``."""
-    sim = CoinbaseSimulator(products=PRODUCTS)
-    sim.set_silent(True)
-    out: list[bytes] = []
-
-    async def client() -> None:
-        command = [sys.executable, __file__, "--floor-client", sim.url, str(feeds)]
-        out.append((await trio.run_process(command, capture_stdout=True, check=True)).stdout)
-
-    async with trio.open_nursery() as nursery:
-        await nursery.start(sim.serve)
-        with trio.fail_after(SUBSCRIBE_TIMEOUT_S + _phase_timeout_s(feeds)):
-            async with trio.open_nursery() as inner:
-                inner.start_soon(client)
-                await sim.wait_subscribed(1)
-                await sim.send_burst(feeds)
-        nursery.cancel_scope.cancel()
-    result: dict[str, float] = json.loads(out[0])
-    return result
-
-
-# --- 2 and 3. chrono run ------------------------------------------------------------------
+# --- chrono run: throughput (the burst), then latency (the steady phase) ---------------
 
 
 async def measure_chrono(
@@ -143,9 +82,9 @@ async def measure_chrono(
 
 
 async def _burst(sim: CoinbaseSimulator, db: ReadOnlyDb, feeds: int) -> dict[str, Any]:
-    with trio.fail_after(_phase_timeout_s(feeds)):
+    with trio.fail_after(phase_timeout_s(feeds)):
         await sim.send_burst(feeds)
-    rows = await db.wait_count(feeds, _phase_timeout_s(feeds))
+    rows = await db.wait_count(feeds, phase_timeout_s(feeds))
     sent = sim.ticks[:feeds]
     # send_burst stamps every trade before writing the first: its last stamp is the burst's start.
     start = epoch_s(sent[-1].time)
@@ -280,7 +219,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             print(message, file=sys.stderr)
 
     log(f"floor: {args.feeds} frames to a bare client ...")
-    floor = await measure_floor(args.feeds)
+    floor = await measure_floor(args.feeds, [sys.executable, __file__, "--floor-client"])
     log(f"chrono: burst of {args.feeds}, then {args.steady_s:g} s at {args.rate:g}/s ...")
     chrono = await measure_chrono(args.feeds, args.rate, args.steady_s, args.profile)
     return {"cores": os.cpu_count(), "floor": floor, "chrono": chrono}
