@@ -1,14 +1,11 @@
-"""Shared by the benchmarks: a ``chrono run`` child process, read-only SQLite queries, stats.
+"""Shared by the benchmarks: the ``chrono run`` child, read-only SQLite queries, stats.
 
 Every wait here is bounded; a child process is killed on any error (``open_chrono``).
 """
 
 from __future__ import annotations
 
-import json
-import signal
 import sqlite3
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -18,8 +15,8 @@ from typing import Any, Final
 
 import trio
 
-STARTUP_TIMEOUT_S: Final = 20.0  # `chrono run` to "http listening"
-STOP_TIMEOUT_S: Final = 40.0  # SIGTERM to exit (Chrono's own drain deadline is 30 s)
+from chrono.testing.process import ChronoProcess, open_chrono
+
 POLL_S: Final = 0.1
 ADMIN_KEY: Final = "bench_admin_key_0001"  # only for reading /status on loopback
 
@@ -53,76 +50,25 @@ class BenchError(Exception):
     """A benchmark precondition failed (a row count, an exit code, a timeout)."""
 
 
-class ChronoProcess:
-    """A ``chrono run`` child; its JSON log lines (stderr) are collected as they come."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.logs: list[dict[str, Any]] = []
-        self.port = 0
-        self._listening = trio.Event()
-
-    async def read_logs(self) -> None:
-        assert self.process.stderr is not None
-        buffer = b""
-        async for chunk in self.process.stderr:
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                self._note(line)
-
-    def _note(self, line: bytes) -> None:
-        try:
-            record = json.loads(line)
-        except ValueError:  # a traceback or other raw text: keep it for the error report
-            record = {"message": line.decode("utf-8", "replace")}
-        self.logs.append(record)
-        if record.get("message") == "http listening":
-            self.port = record["data"]["port"]
-            self._listening.set()
-
-    async def wait_listening(self) -> None:
-        with trio.fail_after(STARTUP_TIMEOUT_S):
-            await self._listening.wait()
-
-    async def stop(self) -> int:
-        """SIGTERM, then wait for the drain; the exit code (0 when drained cleanly)."""
-        self.process.send_signal(signal.SIGTERM)
-        with trio.fail_after(STOP_TIMEOUT_S):
-            return await self.process.wait()
-
-    def tail(self, lines: int = 20) -> str:
-        return "\n".join(json.dumps(r) for r in self.logs[-lines:])
-
-
-def chrono_command(config: Path, profile: Path | None) -> list[str]:
+def chrono_command(config: Path, profile: Path | None) -> list[str] | None:
+    """``None`` for a plain ``chrono run``; pyinstrument around it when profiling."""
     if profile is None:
-        return [sys.executable, "-m", "chrono", "run", str(config)]
+        return None
     # pyinstrument runs chrono in-process and writes its report when chrono exits (SIGTERM).
     report = ["-r", "html" if profile.suffix == ".html" else "text", "-o", str(profile)]
     return [sys.executable, "-m", "pyinstrument", *report, "-m", "chrono", "run", str(config)]
 
 
 @asynccontextmanager
-async def open_chrono(config: Path, *, profile: Path | None = None) -> AsyncIterator[ChronoProcess]:
-    """``chrono run CONFIG``, listening; killed on the way out unless it already exited."""
-    command = chrono_command(config, profile)
-    process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE)
-    chrono = ChronoProcess(process)
+async def open_bench_chrono(
+    config: Path, *, profile: Path | None = None
+) -> AsyncIterator[ChronoProcess]:
+    """``chrono run CONFIG``, serving; a failure to start becomes ``BenchError``."""
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(chrono.read_logs)
-            try:
-                await chrono.wait_listening()
-            except trio.TooSlowError as exc:
-                raise BenchError(f"chrono did not start:\n{chrono.tail()}") from exc
+        async with open_chrono(config, command=chrono_command(config, profile)) as chrono:
             yield chrono
-            nursery.cancel_scope.cancel()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await process.wait()
+    except RuntimeError as exc:
+        raise BenchError(str(exc)) from exc
 
 
 class ReadOnlyDb:

@@ -29,7 +29,7 @@ from _common import (
     BenchError,
     ReadOnlyDb,
     epoch_s,
-    open_chrono,
+    open_bench_chrono,
     percentile,
 )
 from _floor import PRODUCTS, SUBSCRIBE_TIMEOUT_S, floor_client, measure_floor, phase_timeout_s
@@ -63,7 +63,7 @@ async def measure_chrono(
                     max_interval_ms=batch.max_interval_ms,
                 )
             )
-            async with open_chrono(config, profile=profile) as chrono:
+            async with open_bench_chrono(config, profile=profile) as chrono:
                 with trio.fail_after(SUBSCRIBE_TIMEOUT_S):
                     await sim.wait_subscribed(1)
                 db = ReadOnlyDb(Path(tmp) / "chrono.db")

@@ -11,9 +11,10 @@ from pathlib import Path
 import httpx
 import trio
 
+from chrono.testing.process import open_chrono
 from chrono.testing.simulators.coinbase import CoinbaseSimulator
 from tests.conftest import ADMIN_KEY, PUBLIC_KEY
-from tests.daemon import chrono_status, free_port, run_chrono, write_config
+from tests.daemon import chrono_status, free_port, write_config
 from tests.waiting import wait_until
 
 
@@ -59,7 +60,7 @@ async def test_run_collect_serve_drain_and_store_each_ticker_once(
     await nursery.start(sim.serve)
     config = await write_config(tmp_path, sim.url)
     with trio.fail_after(30):
-        async with run_chrono(config, nursery) as daemon:
+        async with open_chrono(config) as daemon:
             async with httpx.AsyncClient(base_url=daemon.url) as http:
                 await exercise(sim, http, config)
             daemon.process.send_signal(signal.SIGTERM)

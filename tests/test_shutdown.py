@@ -14,9 +14,10 @@ import httpx
 import pytest
 import trio
 
+from chrono.testing.process import ChronoProcess, open_chrono
 from chrono.testing.simulators.coinbase import CoinbaseSimulator
 from tests.conftest import ADMIN_KEY
-from tests.daemon import Daemon, run_chrono, write_config
+from tests.daemon import write_config
 from tests.test_end_to_end import assert_stored_once, stored_rows
 from tests.waiting import wait_until
 
@@ -33,7 +34,7 @@ def store_locked(db: Path) -> Iterator[None]:
         conn.close()
 
 
-async def status(daemon: Daemon) -> dict[str, object]:
+async def status(daemon: ChronoProcess) -> dict[str, object]:
     async with httpx.AsyncClient(base_url=daemon.url) as http:
         response = await http.get("/status", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
         body: dict[str, object] = response.json()
@@ -46,7 +47,7 @@ async def test_a_store_outage_loses_nothing(tmp_path: Path, nursery: trio.Nurser
     await nursery.start(sim.serve)
     db = tmp_path / "data" / "chrono.db"
     with trio.fail_after(60):
-        async with run_chrono(await write_config(tmp_path, sim.url), nursery) as daemon:
+        async with open_chrono(await write_config(tmp_path, sim.url)) as daemon:
             await wait_until(lambda: db.exists() and len(stored_rows(db)) > 20)
             with store_locked(db):
                 ticks_at_lock = len(sim.ticks)
@@ -86,7 +87,7 @@ async def test_an_aborted_drain_exits_1(
     db = tmp_path / "data" / "chrono.db"
     config = await write_config(tmp_path, sim.url, drain_timeout_s=drain_timeout_s)
     with trio.fail_after(60):
-        async with run_chrono(config, nursery) as daemon:
+        async with open_chrono(config) as daemon:
             await wait_until(lambda: db.exists() and len(stored_rows(db)) > 0)
             with store_locked(db):
                 await trio.sleep(0.5)  # batches now wait for the store
