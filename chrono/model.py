@@ -150,11 +150,14 @@ class FeedRules:
     ) -> None:
         self.max_places = max_places
         self.bounds = dict(bounds or {})
+        self._good_symbols: set[str] = set()  # checked once each: the hot path is per feed
 
     def check(self, feed: PriceFeed) -> None:
         """Raise ``InvalidFeed`` (with a countable reason) if ``feed`` must not be stored."""
-        if not is_canonical_symbol(feed.symbol):
-            raise InvalidFeed("bad_symbol", feed.symbol)
+        if feed.symbol not in self._good_symbols:
+            if not is_canonical_symbol(feed.symbol):
+                raise InvalidFeed("bad_symbol", feed.symbol)
+            self._good_symbols.add(feed.symbol)
         check_price(feed.price, max_places=self.max_places, bounds=self.bounds.get(feed.symbol))
         if feed.timestamp.tzinfo is None or feed.timestamp.utcoffset():
             raise InvalidFeed("timestamp_not_utc", feed.timestamp.isoformat())

@@ -31,6 +31,7 @@ from chrono.model import FeedRules, PriceFeed, utc_now
 log = logging.getLogger(__name__)
 
 HANDOFF_GRACE_S = 10.0  # at shutdown, how long a parsed batch may wait for the pipeline
+WATCHDOG_REFRESH_S = 0.5
 HEALTHY_CONNECTION_S = 60.0  # a connection that lived this long resets the backoff
 SAMPLES_KEPT = 5  # invalid frames kept for /status
 SAMPLE_CHARS = 200
@@ -126,7 +127,10 @@ async def _stream(
     for message in adapter.subscribe_messages():
         await conn.send(message)
     silence_s = config.silence_timeout_s
-    with trio.CancelScope(deadline=trio.current_time() + silence_s) as watchdog:
+    # Moving a deadline costs trio a heap update, so the watchdog is re-armed at most every
+    # WATCHDOG_REFRESH_S: silence is detected between silence_s and silence_s + that.
+    refreshed = trio.current_time()
+    with trio.CancelScope(deadline=refreshed + silence_s) as watchdog:
         while True:
             frame = await conn.receive()
             try:
@@ -140,11 +144,18 @@ async def _stream(
             stats.state = "streaming"
             feeds = _valid_feeds(parsed, rules, stats, frame)
             if feeds:
-                watchdog.deadline = math.inf  # a slow pipeline is not a silent exchange
-                await _hand_off(intake, feeds)
+                try:
+                    intake.send_nowait(feeds)
+                except trio.WouldBlock:
+                    watchdog.deadline = math.inf  # a slow pipeline is not a silent exchange
+                    await _hand_off(intake, feeds)
+                    refreshed = -math.inf
                 stats.feeds_collected += len(feeds)
                 stats.last_data_at = feeds[-1].received_at
-            watchdog.deadline = trio.current_time() + silence_s
+            now = trio.current_time()
+            if now - refreshed >= WATCHDOG_REFRESH_S:
+                watchdog.deadline = now + silence_s
+                refreshed = now
     raise FeedSilent(f"no data for {silence_s:g} s")
 
 

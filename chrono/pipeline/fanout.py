@@ -9,8 +9,11 @@ from typing import Any
 import trio
 
 from chrono.model import PriceFeed, RecentKeys
+from chrono.pipeline.channels import with_queued
 from chrono.pipeline.latest import LatestPrices
 from chrono.pipeline.stream import StreamHub
+
+MERGE_MAX_FEEDS = 1000  # feeds taken in one wake-up: amortizes the per-item channel cost
 
 
 class FanOut:
@@ -34,7 +37,8 @@ class FanOut:
     async def run(self) -> None:
         """Until the intake ends; then closes the batcher's input so it drains."""
         recent = self._recent
-        async for feeds in self._intake:
+        async for first in self._intake:
+            feeds = with_queued(first, self._intake, MERGE_MAX_FEEDS)
             self.feeds_in += len(feeds)
             fresh = [feed for feed in feeds if recent.first_time(feed.key())]
             self.duplicates += len(feeds) - len(fresh)

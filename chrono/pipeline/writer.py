@@ -15,9 +15,12 @@ import trio
 from chrono.backoff import Backoff
 from chrono.errors import StoreError
 from chrono.model import PriceFeed
+from chrono.pipeline.channels import with_queued
 from chrono.store import Store
 
 log = logging.getLogger(__name__)
+
+WRITE_MAX_FEEDS = 10_000
 
 
 class IngestWriter:
@@ -39,9 +42,13 @@ class IngestWriter:
         self.last_error: str | None = None
 
     async def run(self) -> None:
-        """Until the batcher's channel ends, every batch written."""
-        async for batch in self._batches:
-            await self._write(batch)
+        """Until the batcher's channel ends, every batch written.
+
+        Batches that queued while the store was busy are written together, in one transaction
+        (up to ``WRITE_MAX_FEEDS``): a store slower than the flow catches up instead of lagging.
+        """
+        async for first in self._batches:
+            await self._write(with_queued(first, self._batches, WRITE_MAX_FEEDS))
 
     async def _write(self, batch: list[PriceFeed]) -> None:
         while True:
