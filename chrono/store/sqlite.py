@@ -66,8 +66,10 @@ _meta_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 def format_time(value: datetime) -> str:
-    """Fixed-width UTC text, so that text order is time order."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Fixed-width UTC text (``2024-12-07T18:00:00.542551Z``), so text order is time order."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"  # drop "+00:00"
 
 
 def parse_time(text: str) -> datetime:
