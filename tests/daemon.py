@@ -14,6 +14,8 @@ CONFIG = """
 [server]
 host = "127.0.0.1"
 port = {port}
+graceful_timeout_s = 2
+tcp_user_timeout_ms = {tcp_user_timeout_ms}
 
 [storage]
 url = "sqlite:///data/chrono.db"
@@ -48,7 +50,13 @@ async def free_port() -> int:
     return port
 
 
-async def write_config(folder: Path, exchange_url: str, *, drain_timeout_s: float = 30) -> Path:
+async def write_config(
+    folder: Path,
+    exchange_url: str,
+    *,
+    drain_timeout_s: float = 30,
+    tcp_user_timeout_ms: int = 10_000,
+) -> Path:
     """A config with a fixed free port, so that `chrono status CONFIG` finds the daemon."""
     config = folder / "config.toml"
     config.write_text(
@@ -58,6 +66,7 @@ async def write_config(folder: Path, exchange_url: str, *, drain_timeout_s: floa
             public=PUBLIC_KEY,
             admin=ADMIN_KEY,
             drain_timeout_s=drain_timeout_s,
+            tcp_user_timeout_ms=tcp_user_timeout_ms,
         )
     )
     return config

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 import trio
-from quart import Response, g, request
+from quart import Response, g, has_request_context, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -72,7 +72,8 @@ def create_app(ctx: ApiContext) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:
-        log.exception("unhandled error in %s %s", request.method, request.path)
+        where = f"{request.method} {request.path}" if has_request_context() else "a request"
+        log.error("unhandled error in %s", where, exc_info=error)
         return _error_response(ApiError("INTERNAL_ERROR", "internal error"))
 
     prices.register(app, ctx)

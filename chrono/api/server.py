@@ -15,8 +15,32 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.trio import serve
+from hypercorn.trio.tcp_server import TCPServer
 
 from chrono.config import ServerConfig
+
+log = logging.getLogger(__name__)
+
+
+def _contain_connection_errors() -> None:
+    """Keep one connection's protocol error inside that connection.
+
+    hypercorn lets an h11 ``LocalProtocolError`` escape a connection's task (seen here: a client
+    that sends WebSocket frames before reading the 101 answer), which ends ``serve`` and drops
+    every other connection. Wrapped, the bad connection alone is closed and logged.
+    """
+    original = TCPServer.run
+    if getattr(original, "_chrono_contained", False):
+        return
+
+    async def run(self: TCPServer) -> None:
+        try:
+            await original(self)
+        except Exception as exc:
+            log.warning("dropped a connection on a protocol error: %r", exc)
+
+    run._chrono_contained = True  # type: ignore[attr-defined]
+    TCPServer.run = run  # type: ignore[method-assign]
 
 
 class _Config(HypercornConfig):
@@ -62,5 +86,6 @@ async def serve_http(
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``stopping`` is set; report the bound port (``port = 0`` picks one)."""
+    _contain_connection_errors()
     config = hypercorn_config(server)
     await serve(app, config, shutdown_trigger=stopping.wait, task_status=_PortOf(task_status))

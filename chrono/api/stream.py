@@ -9,6 +9,7 @@ the hub cuts the client off, instead of waiting for hypercorn to cancel it.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 import msgspec
@@ -25,6 +26,9 @@ from chrono.pipeline.stream import StreamClient
 AUTH_TIMEOUT_S = 10.0
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
+INTERNAL_ERROR = 1011
+
+log = logging.getLogger(__name__)
 
 
 class Command(msgspec.Struct, forbid_unknown_fields=True):
@@ -46,19 +50,28 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
     async def stream() -> None:
         await websocket.accept()
         try:
-            await _authenticate(ctx)
-        except ApiError as exc:
-            await websocket.send(_error(exc.code, exc.message))
-            await websocket.close(POLICY_VIOLATION, exc.message[:100])
-            return
-        client = ctx.hub.connect()
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_pump, client, nursery.cancel_scope)
-                await _read_commands(client)
-                nursery.cancel_scope.cancel()
-        finally:
-            ctx.hub.disconnect(client)
+            await _serve_client(ctx)
+        except Exception:  # once accepted, an error must not reach hypercorn (it sends a 400)
+            log.exception("stream handler failed")
+            with trio.move_on_after(1):
+                await websocket.close(INTERNAL_ERROR, "internal error")
+
+
+async def _serve_client(ctx: ApiContext) -> None:
+    try:
+        await _authenticate(ctx)
+    except ApiError as exc:
+        await websocket.send(_error(exc.code, exc.message))
+        await websocket.close(POLICY_VIOLATION, exc.message[:100])
+        return
+    client = ctx.hub.connect()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_pump, client, nursery.cancel_scope)
+            await _read_commands(client)
+            nursery.cancel_scope.cancel()
+    finally:
+        ctx.hub.disconnect(client)
 
 
 async def _authenticate(ctx: ApiContext) -> None:

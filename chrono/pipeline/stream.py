@@ -65,6 +65,7 @@ class StreamHub:
         self._ids = itertools.count(1)
         self.published = 0
         self.cut_off = 0
+        self._dropped_by_gone = 0  # drops of clients that have left, so the total never shrinks
 
     def connect(self) -> StreamClient:
         send, receive = trio.open_memory_channel[bytes](CLIENT_QUEUE_MESSAGES)
@@ -75,6 +76,7 @@ class StreamHub:
     def disconnect(self, client: StreamClient) -> None:
         if client in self._clients:
             self._clients.discard(client)
+            self._dropped_by_gone += client.dropped
             if client.drops_in_a_row >= MAX_DROPS_IN_A_ROW:
                 self.cut_off += 1
         client.send.close()
@@ -106,6 +108,6 @@ class StreamHub:
         return {
             "clients": len(self._clients),
             "published": self.published,
-            "dropped": sum(c.dropped for c in self._clients),
+            "dropped": self._dropped_by_gone + sum(c.dropped for c in self._clients),
             "cut_off": self.cut_off,
         }
