@@ -12,10 +12,27 @@ import httpx
 import trio
 
 from chrono.testing.process import open_chrono
-from chrono.testing.simulators.coinbase import CoinbaseSimulator
+from chrono.testing.simulators.coinbase import CoinbaseSimulator, SentTick
 from tests.conftest import ADMIN_KEY, PUBLIC_KEY
 from tests.daemon import chrono_status, free_port, write_config
 from tests.waiting import wait_until
+
+
+def last_trades(sim: CoinbaseSimulator) -> list[SentTick]:
+    return list({tick.product_id: tick for tick in sim.ticks}.values())
+
+
+def replay(tick: SentTick) -> str:
+    """A ticker frame for a trade already sent, as Coinbase repeats it after a subscribe."""
+    return json.dumps(
+        {
+            "type": "ticker",
+            "product_id": tick.product_id,
+            "price": tick.price,
+            "time": tick.time,
+            "trade_id": tick.trade_id,
+        }
+    )
 
 
 def newest_sent(sim: CoinbaseSimulator) -> dict[str, str]:
@@ -85,8 +102,10 @@ async def exercise(sim: CoinbaseSimulator, http: httpx.AsyncClient, config: Path
     sim.set_silent(True)
     await wait_caught_up(sim, http)
     sim.drop_connections()
-    sim.set_silent(False)  # so the resubscribe gets the snapshot: each product's last trade again
     await sim.wait_subscribed(2)
+    # The exchange repeats each product's last trade after a subscribe: the same trades again.
+    sim.inject([replay(tick) for tick in last_trades(sim)])
+    sim.set_silent(False)
     await wait_until(lambda: len(sim.ticks) >= 150)
     sim.set_silent(True)
     await wait_caught_up(sim, http)
