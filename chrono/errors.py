@@ -11,6 +11,7 @@ each boundary, with ``raise ... from exc``, so callers catch Chrono's names only
     │   └── FeedSilent       no data frame within the silence timeout
     ├── StoreError           the store could not be opened, written or read
     ├── SupervisorGaveUp     a child crashed past its restart budget (the process exits 1)
+    ├── Unrecoverable        a failure no restart can mend, e.g. a port in use (exits 1 at once)
     └── DaemonUnreachable    `chrono status` could not reach the running service
 """
 
@@ -57,6 +58,10 @@ class StoreError(ChronoError):
 
 class SupervisorGaveUp(ChronoError):
     """A supervised child crashed more often than its restart budget allows."""
+
+
+class Unrecoverable(ChronoError):
+    """Restarting would fail the same way: the supervisor passes it on instead of retrying."""
 
 
 class DaemonUnreachable(ChronoError):

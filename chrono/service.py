@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -43,6 +44,8 @@ from chrono.store import Store, open_store
 from chrono.supervise import ChildStats, RestartPolicy, supervise
 
 log = logging.getLogger(__name__)
+
+Child = Callable[[], Awaitable[None]]
 
 INTAKE_LISTS = 1024  # feed lists (one per frame) collectors may run ahead of the fan-out
 TO_BATCHER_LISTS = 1024  # the fan-out may run this far ahead of the batcher
@@ -105,7 +108,7 @@ class Service:
         self._collecting = trio.CancelScope()
         self.http_port = 0
 
-    def _supervised(self, name: str, child: Any) -> Any:
+    def _supervised(self, name: str, child: Child) -> Child:
         stats = self.children[name] = ChildStats(name)
         return partial(supervise, name, child, self.policy, stats)
 
@@ -215,7 +218,7 @@ class Service:
         }
 
 
-async def _within(scope: trio.CancelScope, child: Any) -> None:
+async def _within(scope: trio.CancelScope, child: Child) -> None:
     with scope:
         await child()
 

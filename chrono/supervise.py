@@ -3,8 +3,8 @@
 A child is an async callable that runs until cancelled or until its input ends. Returning
 normally ends supervision (a drained pipeline stage). Raising an ``Exception`` restarts it after
 a jittered, capped delay; more than ``budget`` crashes within ``window_s`` raises
-``SupervisorGaveUp``, so the process exits 1 and systemd restarts it clean. ``trio.Cancelled``
-(a ``BaseException``) always passes through untouched.
+``SupervisorGaveUp``, so the process exits 1 and systemd restarts it clean. ``Unrecoverable``
+is passed on at once, and ``trio.Cancelled`` (a ``BaseException``) always passes through.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import trio
 
 from chrono.backoff import Backoff
-from chrono.errors import SupervisorGaveUp
+from chrono.errors import SupervisorGaveUp, Unrecoverable
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,9 @@ async def supervise(
         stats.state = "running"
         try:
             await child()
+        except Unrecoverable:
+            stats.state = "failed"
+            raise
         except Exception as exc:
             _count_crash(name, exc, stats, policy)
         else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import sys
 from pathlib import Path
 
 import httpx
@@ -134,3 +135,22 @@ async def test_status_says_so_when_the_daemon_is_unreachable(tmp_path: Path) -> 
         shown = await chrono_status(config)
     assert shown.returncode == 1
     assert f"cannot reach Chrono at http://127.0.0.1:{port}" in shown.stderr.decode()
+
+
+async def test_a_port_in_use_exits_1_at_once_naming_it(tmp_path: Path) -> None:
+    busy = trio.socket.socket()
+    await busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    config = tmp_path / "config.toml"
+    config.write_text(f"[server]\nport = {port}\n")
+    with busy, trio.fail_after(20):
+        result = await trio.run_process(
+            [sys.executable, "-m", "chrono", "run", str(config)],
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"server: cannot listen on 127.0.0.1:{port}: Address already in use" in (
+        result.stderr.decode()
+    )

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from chrono.backoff import Backoff
-from chrono.errors import SupervisorGaveUp
+from chrono.errors import SupervisorGaveUp, Unrecoverable
 from chrono.supervise import ChildStats, RestartPolicy, supervise
 
 
@@ -118,3 +118,21 @@ async def test_backoff_resets_after_a_healthy_period(
     await trio.sleep(61)
     assert backoff.next_delay() <= 1
     assert backoff.failures == 1
+
+
+async def test_an_unrecoverable_failure_is_passed_on_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    runs = 0
+
+    async def child() -> None:
+        nonlocal runs
+        runs += 1
+        raise Unrecoverable("port in use")
+
+    stats = ChildStats("http")
+    with pytest.raises(Unrecoverable, match="port in use"):
+        await supervise("http", child, RestartPolicy(), stats)
+    assert runs == 1
+    assert stats.state == "failed"
+    assert trio.current_time() == 0

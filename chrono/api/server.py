@@ -18,6 +18,7 @@ from hypercorn.trio import serve
 from hypercorn.trio.tcp_server import TCPServer
 
 from chrono.config import ServerConfig
+from chrono.errors import Unrecoverable
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,11 @@ def _contain_connection_errors() -> None:
 
 class _Config(HypercornConfig):
     tcp_user_timeout_ms = 10_000
+    bound: Sockets | None = None  # bound ahead by serve_http, to report a busy port itself
 
     def create_sockets(self) -> Sockets:
+        if self.bound is not None:
+            return self.bound
         sockets: Sockets = super().create_sockets()
         if hasattr(socket, "TCP_USER_TIMEOUT"):
             for sock in sockets.insecure_sockets:
@@ -56,7 +60,7 @@ class _Config(HypercornConfig):
         return sockets
 
 
-def hypercorn_config(server: ServerConfig) -> HypercornConfig:
+def hypercorn_config(server: ServerConfig) -> _Config:
     config = _Config()
     config.bind = [f"{server.host}:{server.port}"]
     config.graceful_timeout = server.graceful_timeout_s
@@ -85,7 +89,16 @@ async def serve_http(
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until ``stopping`` is set; report the bound port (``port = 0`` picks one)."""
+    """Serve until ``stopping`` is set; report the bound port (``port = 0`` picks one).
+
+    Raises ``Unrecoverable`` if the address cannot be bound: a restart would fail the same way.
+    """
     _contain_connection_errors()
     config = hypercorn_config(server)
+    try:
+        sockets = config.create_sockets()
+    except OSError as exc:
+        where = f"{server.host}:{server.port}"
+        raise Unrecoverable(f"server: cannot listen on {where}: {exc.strerror or exc}") from exc
+    config.bound = sockets
     await serve(app, config, shutdown_trigger=stopping.wait, task_status=_PortOf(task_status))
