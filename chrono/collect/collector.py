@@ -164,20 +164,15 @@ def _valid_feeds(
 ) -> list[PriceFeed]:
     for reason in parsed.skipped:
         stats.skipped[reason] += 1
-    feeds = parsed.feeds
-    try:
-        for feed in feeds:
+    valid = []
+    for feed in parsed.feeds:
+        try:
             rules.check(feed)
-    except InvalidFeed:
-        feeds = []
-        for feed in parsed.feeds:
-            try:
-                rules.check(feed)
-            except InvalidFeed as exc:
-                stats.count_invalid(exc.reason, frame)
-            else:
-                feeds.append(feed)
-    return feeds
+        except InvalidFeed as exc:
+            stats.count_invalid(exc.reason, frame)
+        else:
+            valid.append(feed)
+    return valid
 
 
 def _note_control(parsed: ParsedFrame, worker_id: str, stats: CollectorStats) -> None:
