@@ -124,8 +124,11 @@ class SQLiteStore:
         self.last_write_at: datetime | None = None
 
     async def open(self) -> None:
-        self._writer = await self._in_thread(self._write_lock, self._open_writer)
-        self._reader = await self._in_thread(self._read_lock, self._connect)
+        try:
+            self._writer = await self._in_thread(self._write_lock, self._open_writer)
+            self._reader = await self._in_thread(self._read_lock, self._connect)
+        except StoreError as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
