@@ -10,7 +10,7 @@ the hub cuts the client off, instead of waiting for hypercorn to cancel it.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 import trio
@@ -103,20 +103,17 @@ async def _read_commands(client: StreamClient) -> None:
         except msgspec.DecodeError as exc:
             await websocket.send(_error("VALIDATION_ERROR", f"bad message: {exc}"))
             continue
-        reply = _apply(client, command)
-        await websocket.send(_encode(reply))
+        await websocket.send(_apply(client, command))
 
 
-def _apply(client: StreamClient, command: Command) -> dict[str, Any]:
+def _apply(client: StreamClient, command: Command) -> bytes:
+    """Change the client's symbols; the reply lists them all (or says what was wrong)."""
     symbols = [s.upper() for s in command.symbols]
     bad = [s for s in symbols if not is_canonical_symbol(s)]
     if bad:
-        return {
-            "type": "error",
-            "error": {"code": "VALIDATION_ERROR", "message": f"bad symbols {bad}"},
-        }
+        return _error("VALIDATION_ERROR", f"not BASE/QUOTE symbols: {bad}")
     if command.action == "subscribe":
         client.symbols.update(symbols)
     elif command.action == "unsubscribe":
         client.symbols.difference_update(symbols)
-    return {"type": "subscribed", "symbols": sorted(client.symbols)}
+    return _encode({"type": "subscribed", "symbols": sorted(client.symbols)})
