@@ -135,6 +135,11 @@ async def test_stream_delivers_subscribed_symbols_only(running: Running) -> None
             assert json.loads(await ws.recv()) == {"type": "subscribed", "symbols": []}
             await ws.send("not json")
             assert json.loads(await ws.recv())["error"]["code"] == "VALIDATION_ERROR"
+            await ws.send(json.dumps({"action": "subscribe", "symbols": ["BTCUSD"]}))
+            reply = json.loads(await ws.recv())
+            assert reply["type"] == "error"
+            assert reply["error"]["code"] == "VALIDATION_ERROR"
+            assert "BTCUSD" in reply["error"]["message"]
 
 
 async def test_stream_auth_by_first_message_and_refusal(running: Running) -> None:
