@@ -84,3 +84,18 @@ async def test_drain_flushes_the_rest_and_closes_the_output(
         batches = [batch async for batch in out]
     assert [len(b) for b in batches] == [7]
     assert trio.current_time() == 0
+
+
+async def test_the_interval_holds_while_feeds_keep_coming(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    send, receive, out_send, out = _channels()
+    batcher = Batcher(receive, out_send, BatchConfig(max_feeds=10_000, max_interval_ms=5000))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(batcher.run)
+        for i in range(80):  # a feed every 100 ms, never enough for the count
+            await send.send([make_feed(i)])
+            await trio.sleep(0.1)
+        first = await out.receive()
+        assert 49 <= len(first) <= 51  # the first 5 s worth, flushed by the interval
+        nursery.cancel_scope.cancel()

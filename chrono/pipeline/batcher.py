@@ -51,6 +51,8 @@ class Batcher:
     async def _next(self) -> list[PriceFeed] | None:
         """The next feed list, or ``None`` once the pending batch is due; only the wait is
         timed, never a flush (a cancelled send would lose a batch)."""
+        if trio.current_time() >= self._deadline:
+            return None  # due, even if more feeds are queued
         try:
             return self._feeds.receive_nowait()  # under load: no timer to arm
         except trio.WouldBlock:
