@@ -12,22 +12,22 @@ from chrono.pipeline.batcher import Batcher
 from tests.feeds import make_feed
 
 
-def _channels() -> tuple[
-    trio.MemorySendChannel[list[PriceFeed]],
-    trio.MemoryReceiveChannel[list[PriceFeed]],
-    trio.MemorySendChannel[list[PriceFeed]],
-    trio.MemoryReceiveChannel[list[PriceFeed]],
+def start(
+    nursery: trio.Nursery, limits: BatchConfig
+) -> tuple[
+    trio.MemorySendChannel[list[PriceFeed]], trio.MemoryReceiveChannel[list[PriceFeed]], Batcher
 ]:
+    """A running batcher: its input's send end, its output's receive end, and itself."""
     feeds_in, feeds_out = trio.open_memory_channel[list[PriceFeed]](100)
     batches_in, batches_out = trio.open_memory_channel[list[PriceFeed]](100)
-    return feeds_in, feeds_out, batches_in, batches_out
+    batcher = Batcher(feeds_out, batches_in, limits)
+    nursery.start_soon(batcher.run)
+    return feeds_in, batches_out, batcher
 
 
 async def test_flushes_at_max_feeds(autojump_clock: trio.testing.MockClock) -> None:
-    send, receive, out_send, out = _channels()
-    batcher = Batcher(receive, out_send, BatchConfig(max_feeds=100, max_interval_ms=5000))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(batcher.run)
+        send, out, batcher = start(nursery, BatchConfig(max_feeds=100, max_interval_ms=5000))
         await send.send([make_feed(i) for i in range(250)])
         first, second = await out.receive(), await out.receive()
         assert [len(first), len(second)] == [100, 100]
@@ -42,10 +42,8 @@ async def test_flushes_at_max_feeds(autojump_clock: trio.testing.MockClock) -> N
 async def test_flushes_after_max_interval_from_the_first_feed(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    send, receive, out_send, out = _channels()
-    batcher = Batcher(receive, out_send, BatchConfig(max_feeds=100, max_interval_ms=5000))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(batcher.run)
+        send, out, batcher = start(nursery, BatchConfig(max_feeds=100, max_interval_ms=5000))
         await send.send([make_feed(0)])
         await trio.sleep(3)
         await send.send([make_feed(1)])
@@ -58,11 +56,9 @@ async def test_flushes_after_max_interval_from_the_first_feed(
 
 
 async def test_flushes_at_max_bytes(autojump_clock: trio.testing.MockClock) -> None:
-    send, receive, out_send, out = _channels()
     limits = BatchConfig(max_feeds=1000, max_interval_ms=5000, max_bytes=2000)
-    batcher = Batcher(receive, out_send, limits)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(batcher.run)
+        send, out, batcher = start(nursery, limits)
         await send.send([make_feed(i) for i in range(20)])
         batch = await out.receive()
         sizes = [len(msgspec.json.encode(f)) for f in batch]
@@ -75,10 +71,8 @@ async def test_flushes_at_max_bytes(autojump_clock: trio.testing.MockClock) -> N
 async def test_drain_flushes_the_rest_and_closes_the_output(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    send, receive, out_send, out = _channels()
-    batcher = Batcher(receive, out_send, BatchConfig())
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(batcher.run)
+        send, out, _ = start(nursery, BatchConfig())
         async with send:
             await send.send([make_feed(i) for i in range(7)])
         batches = [batch async for batch in out]
@@ -89,10 +83,8 @@ async def test_drain_flushes_the_rest_and_closes_the_output(
 async def test_the_interval_holds_while_feeds_keep_coming(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    send, receive, out_send, out = _channels()
-    batcher = Batcher(receive, out_send, BatchConfig(max_feeds=10_000, max_interval_ms=5000))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(batcher.run)
+        send, out, _ = start(nursery, BatchConfig(max_feeds=10_000, max_interval_ms=5000))
         for i in range(80):  # a feed every 100 ms, never enough for the count
             await send.send([make_feed(i)])
             await trio.sleep(0.1)
