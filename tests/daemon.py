@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import httpx
 import trio
 
 from tests.conftest import ADMIN_KEY, PUBLIC_KEY
@@ -70,6 +72,13 @@ async def write_config(
         )
     )
     return config
+
+
+async def get_json(port: int, path: str) -> Any:
+    """A GET on a running daemon with the admin key; the decoded body, whatever the status."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        response = await http.get(path, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    return response.json()
 
 
 async def chrono_status(config: Path) -> subprocess.CompletedProcess[bytes]:

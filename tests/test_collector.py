@@ -12,6 +12,7 @@ from chrono.collect import CollectorStats, run_collector
 from chrono.config import CollectorConfig
 from chrono.model import Bounds, FeedRules, PriceFeed
 from chrono.testing.simulators.coinbase import CoinbaseSimulator
+from tests.daemon import free_port
 from tests.waiting import wait_until
 
 SYMBOLS = ["BTC/USD", "ETH/USD"]
@@ -146,10 +147,7 @@ async def test_untraded_products_and_invalid_prices_are_counted(nursery: trio.Nu
 
 
 async def test_an_unreachable_exchange_is_retried_with_backoff(nursery: trio.Nursery) -> None:
-    listener = trio.socket.socket()
-    await listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    listener.close()  # nothing listens there now: connection refused
+    port = await free_port()  # nothing listens there: connection refused
     config = CollectorConfig(
         exchange="coinbase",
         symbols=SYMBOLS,

@@ -10,14 +10,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 import trio
 
 from chrono.testing.process import ChronoProcess, open_chrono
 from chrono.testing.simulators.coinbase import CoinbaseSimulator
-from tests.conftest import ADMIN_KEY
-from tests.daemon import write_config
+from tests.daemon import get_json, write_config
 from tests.test_end_to_end import assert_stored_once, stored_rows
 from tests.waiting import wait_until
 
@@ -35,11 +33,11 @@ def store_locked(db: Path) -> Iterator[None]:
 
 
 async def status(daemon: ChronoProcess) -> dict[str, object]:
-    async with httpx.AsyncClient(base_url=daemon.url) as http:
-        response = await http.get("/status", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
-        body: dict[str, object] = response.json()
-        body["health"] = (await http.get("/health")).json()
-        return body
+    """/status with /health under "health"; health first, so what it saw is in the counts."""
+    health = await get_json(daemon.port, "/health")
+    body: dict[str, object] = await get_json(daemon.port, "/status")
+    body["health"] = health
+    return body
 
 
 async def test_a_store_outage_loses_nothing(tmp_path: Path, nursery: trio.Nursery) -> None:

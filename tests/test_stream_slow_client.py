@@ -15,13 +15,12 @@ import socket
 from pathlib import Path
 from typing import Any
 
-import httpx
 import trio
 
 from chrono.testing.process import open_chrono
 from chrono.testing.simulators.coinbase import CoinbaseSimulator
-from tests.conftest import ADMIN_KEY, PUBLIC_KEY
-from tests.daemon import write_config
+from tests.conftest import PUBLIC_KEY
+from tests.daemon import get_json, write_config
 from tests.test_end_to_end import assert_stored_once, stored_rows
 from tests.waiting import wait_until
 
@@ -52,11 +51,7 @@ async def send_subscribe(stream: trio.SocketStream) -> None:
 
 
 async def stream_stats(port: int) -> dict[str, Any]:
-    async with httpx.AsyncClient() as http:
-        response = await http.get(
-            f"http://127.0.0.1:{port}/status", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
-        )
-    stats: dict[str, Any] = response.json()["pipeline"]["stream"]
+    stats: dict[str, Any] = (await get_json(port, "/status"))["pipeline"]["stream"]
     return stats
 
 
@@ -98,12 +93,8 @@ async def test_a_client_breaking_the_handshake_loses_only_its_own_connection(
             assert await rude.receive_some(65536) is not None
             await rude.aclose()
             assert (await stream_stats(daemon.port))["clients"] == 0
-            async with httpx.AsyncClient() as http:
-                response = await http.get(
-                    f"http://127.0.0.1:{daemon.port}/status",
-                    headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-                )
-            [http_child] = [c for c in response.json()["supervisor"] if c["name"] == "http"]
+            supervisor = (await get_json(daemon.port, "/status"))["supervisor"]
+            [http_child] = [c for c in supervisor if c["name"] == "http"]
             assert http_child["restarts"] == 0
             assert "dropped a connection on a protocol error" in " ".join(daemon.messages())
             daemon.process.send_signal(signal.SIGTERM)
