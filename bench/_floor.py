@@ -55,7 +55,7 @@ async def floor_client(url: str, feeds: int) -> dict[str, float]:
 async def measure_floor(feeds: int, client_command: list[str]) -> dict[str, float]:
     """The simulator here; the client a subprocess, ``client_command + [URL, N]`` running
     ``floor_client`` and printing its result as JSON."""
-    sim = CoinbaseSimulator(products=PRODUCTS)
+    sim = CoinbaseSimulator(symbols=PRODUCTS)
     sim.set_silent(True)
     out: list[bytes] = []
 

@@ -35,6 +35,7 @@ from _common import (
 from _floor import PRODUCTS, SUBSCRIBE_TIMEOUT_S, floor_client, measure_floor, phase_timeout_s
 
 from chrono.config import BatchConfig
+from chrono.store.sqlite import format_time as stored_time
 from chrono.testing.simulators.coinbase import CoinbaseSimulator, SentTick
 
 PACE_S: Final = 0.01  # the steady phase writes the trades due every 10 ms
@@ -48,7 +49,7 @@ async def measure_chrono(
     feeds: int, rate: float, steady_s: float, profile: Path | None
 ) -> dict[str, Any]:
     """Burst then steady phase through one ``chrono run``; SIGTERM must exit 0."""
-    sim = CoinbaseSimulator(products=PRODUCTS)
+    sim = CoinbaseSimulator(symbols=PRODUCTS)
     sim.set_silent(True)  # not even the ticker sent on subscribe: only the burst is stored
     batch = BatchConfig()
     async with trio.open_nursery() as nursery:
@@ -87,7 +88,7 @@ async def _burst(sim: CoinbaseSimulator, db: ReadOnlyDb, feeds: int) -> dict[str
     rows = await db.wait_count(feeds, phase_timeout_s(feeds))
     sent = sim.ticks[:feeds]
     # send_burst stamps every trade before writing the first: its last stamp is the burst's start.
-    start = epoch_s(sent[-1].time)
+    start = sent[-1].time.timestamp()
     [(last_commit, first_received)] = await db.query(
         "SELECT max(ingested_at), min(received_at) FROM price_feeds"
     )
@@ -107,7 +108,7 @@ async def _burst(sim: CoinbaseSimulator, db: ReadOnlyDb, feeds: int) -> dict[str
 
 
 def _row_key(tick: SentTick) -> tuple[str, str, str]:
-    return (tick.product_id.replace("-", "/"), tick.price, tick.time)
+    return (tick.native.replace("-", "/"), tick.price, stored_time(tick.time))
 
 
 async def _steady(
@@ -138,12 +139,12 @@ async def _steady(
     await db.wait_count(len(sim.ticks), settle_s)  # the tail: flushed by the interval
     rows = await db.query(
         "SELECT timestamp, ingested_at FROM price_feeds WHERE timestamp BETWEEN ? AND ?",
-        (window[0].time, window[-1].time),
+        (stored_time(window[0].time), stored_time(window[-1].time)),
     )
     if len(rows) != len(window):
         raise BenchError(f"steady phase: {len(rows)} rows for {len(window)} tickers")
     latencies = sorted(epoch_s(ingested) - epoch_s(stamped) for stamped, ingested in rows)
-    span_s = epoch_s(window[-1].time) - epoch_s(window[0].time)
+    span_s = (window[-1].time - window[0].time).total_seconds()
     return {
         "steady_target_per_s": rate,
         "steady_sent": len(window),

@@ -91,6 +91,8 @@ class CollectorConfig(_Section, frozen=True):
     symbols: list[str]
     id: str | None = None
     url: str | None = None
+    protocol: str | None = None  # the exchange's wire version, where it has several (kraken)
+    quote_aliases: dict[str, str] | None = None  # canonical quote -> native; None: exchange's
     silence_timeout_s: Positive = 30.0  # no data frame for this long: reconnect
     open_timeout_s: Positive = 10.0
     backoff_initial_s: Positive = 1.0
@@ -102,7 +104,7 @@ class CollectorConfig(_Section, frozen=True):
 
     @property
     def endpoint(self) -> str:
-        return self.url or EXCHANGES[self.exchange].default_url
+        return self.url or EXCHANGES[self.exchange].protocol(self.protocol).default_url
 
 
 class Config(_Section, frozen=True):

@@ -30,7 +30,7 @@ def recorded_frames() -> list[str]:
 
 
 def adapter(*symbols: str) -> CoinbaseAdapter:
-    return CoinbaseAdapter(symbols or ("BTC/USD", "ETH/USD"), "worker-1")
+    return CoinbaseAdapter(EXCHANGE.symbol_map(symbols or ("BTC/USD", "ETH/USD")), "worker-1")
 
 
 def ticker(**fields: Any) -> str:
@@ -59,7 +59,7 @@ def test_registry_entry() -> None:
     assert EXCHANGE.default_url == "wss://ws-feed.exchange.coinbase.com"
     assert EXCHANGE.native_symbol("BTC/USD") == "BTC-USD"
     assert EXCHANGE.native_symbol("USDT/USD") == "USDT-USD"
-    assert isinstance(EXCHANGE.adapter(["ETH/BTC"], "w"), CoinbaseAdapter)
+    assert isinstance(EXCHANGE.adapter(EXCHANGE.symbol_map(["ETH/BTC"]), "w"), CoinbaseAdapter)
 
 
 def test_replay_recorded_frames() -> None:
@@ -202,7 +202,7 @@ def test_unknown_type_names_the_type() -> None:
 
 
 def test_subscribe_message_lists_products_per_channel() -> None:
-    [message] = adapter("BTC/USD", "ETH/BTC").subscribe_messages()
+    [message] = adapter("BTC/USD", "ETH/BTC").subscribe_messages(["BTC/USD", "ETH/BTC"])
     assert json.loads(message) == {
         "type": "subscribe",
         "channels": [

@@ -24,6 +24,7 @@ from chrono.exchanges.coinbase import CoinbaseAdapter
 from chrono.testing.simulators import SIMULATORS, CoinbaseSimulator, SentTick
 
 PRODUCTS = ["BTC-USD", "ETH-USD"]
+PAIRS = ["BTC/USD", "ETH/USD"]
 PRICE = re.compile(r"^\d+\.\d{2}$")
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 TICKER_FIELDS = {
@@ -66,7 +67,8 @@ async def drain(ws: ClientConnection) -> None:
 
 
 def sent(frame: dict[str, Any]) -> SentTick:
-    return SentTick(frame["product_id"], frame["price"], frame["time"], frame["trade_id"])
+    time = datetime.fromisoformat(frame["time"])
+    return SentTick(frame["product_id"], frame["price"], time, frame["trade_id"])
 
 
 def test_registry_has_a_simulator_per_exchange() -> None:
@@ -78,7 +80,11 @@ async def test_ack_snapshot_ticks_and_heartbeats(nursery: trio.Nursery) -> None:
     with trio.fail_after(10):
         sim = await start(nursery, tick_interval_s=0.01, heartbeat_interval_s=0.05)
         async with connect(sim.url, compression=None) as ws:
-            await ws.send(CoinbaseAdapter(["BTC/USD", "ETH/USD"], "w").subscribe_messages()[0])
+            await ws.send(
+                CoinbaseAdapter(EXCHANGES["coinbase"].symbol_map(PAIRS), "w").subscribe_messages(
+                    PAIRS
+                )[0]
+            )
             assert await receive(ws) == {
                 "type": "subscriptions",
                 "channels": [
@@ -115,7 +121,7 @@ async def collect(
 
 def check_tickers(tickers: list[dict[str, Any]], sim: CoinbaseSimulator) -> None:
     """Real fields and spelling; trade ids and times strictly increase per product."""
-    adapter = CoinbaseAdapter(["BTC/USD", "ETH/USD"], "w")
+    adapter = CoinbaseAdapter(EXCHANGES["coinbase"].symbol_map(PAIRS), "w")
     last: dict[str, dict[str, Any]] = {}
     for frame in tickers:
         assert set(frame) == TICKER_FIELDS
@@ -226,7 +232,9 @@ async def test_inject_delivers_raw_frames_in_order(nursery: trio.Nursery) -> Non
         reasons = []
         for frame in received:
             with pytest.raises(InvalidFrame) as caught:
-                CoinbaseAdapter(["BTC/USD"], "w").parse(frame, NOW)
+                CoinbaseAdapter(EXCHANGES["coinbase"].symbol_map(["BTC/USD"]), "w").parse(
+                    frame, NOW
+                )
             reasons.append(caught.value.reason)
         assert reasons == ["malformed", "malformed", "unknown_type"]
 
@@ -243,15 +251,13 @@ async def test_send_burst_delivers_every_tick_in_order(nursery: trio.Nursery) ->
             burst = [sent(await receive(ws)) for _ in range(count)]
         assert len(sim.ticks) == 2 + count
         assert burst == sim.ticks[2:]
-        assert [tick.product_id for tick in burst[:4]] == PRODUCTS * 2
+        assert [tick.native for tick in burst[:4]] == PRODUCTS * 2
 
 
 async def test_untraded_product_sends_zeros_and_never_trades(nursery: trio.Nursery) -> None:
     with trio.fail_after(10):
-        sim = await start(
-            nursery, products=["BTC-USD"], untraded=["HBAR-USD"], tick_interval_s=0.01
-        )
-        adapter = CoinbaseAdapter(["BTC/USD", "HBAR/USD"], "w")
+        sim = await start(nursery, symbols=["BTC-USD"], untraded=["HBAR-USD"], tick_interval_s=0.01)
+        adapter = CoinbaseAdapter(EXCHANGES["coinbase"].symbol_map(["BTC/USD", "HBAR/USD"]), "w")
         async with connect(sim.url, compression=None) as ws:
             await ws.send(subscribe(["ticker"], ["BTC-USD", "HBAR-USD"]))
             await ws.recv()
@@ -261,7 +267,7 @@ async def test_untraded_product_sends_zeros_and_never_trades(nursery: trio.Nurse
             assert adapter.parse(zeros, NOW).skipped == ["untraded"]
             later = [await receive(ws) for _ in range(5)]
         assert {frame["product_id"] for frame in later} == {"BTC-USD"}
-        assert {tick.product_id for tick in sim.ticks} == {"BTC-USD"}
+        assert {tick.native for tick in sim.ticks} == {"BTC-USD"}
 
 
 async def test_unsubscribe_stops_that_channel(nursery: trio.Nursery) -> None:

@@ -39,12 +39,12 @@ async def start(
     sim: CoinbaseSimulator | None = None,
     **collector: Any,
 ) -> Harness:
-    sim = sim or CoinbaseSimulator(products=[s.replace("/", "-") for s in symbols])
+    sim = sim or CoinbaseSimulator(symbols=[s.replace("/", "-") for s in symbols])
     await nursery.start(sim.serve)
     config = CollectorConfig(
         exchange="coinbase",
         symbols=symbols,
-        url=sim.url,
+        url=sim.endpoint,
         backoff_initial_s=0.05,
         backoff_max_s=0.2,
         **collector,
@@ -74,12 +74,11 @@ async def test_subscribes_with_per_channel_lists_and_collects(nursery: trio.Nurs
     ]
     assert h.stats.state == "streaming"
     assert h.stats.feeds_collected == len(h.feeds)
-    sent = {(t.product_id.replace("-", "/"), t.price, t.time) for t in h.sim.ticks}
+    sent = {(t.native.replace("-", "/"), t.price, t.time) for t in h.sim.ticks}
     for feed in h.feeds:
         assert feed.source == "coinbase"
         assert feed.worker_id == "coinbase"
-        iso = feed.timestamp.isoformat().replace("+00:00", "Z")
-        assert (feed.symbol, str(feed.price), iso) in sent
+        assert (feed.symbol, str(feed.price), feed.timestamp) in sent
 
 
 async def test_reconnects_and_resubscribes_after_an_abrupt_close(nursery: trio.Nursery) -> None:
@@ -135,7 +134,7 @@ async def test_garbage_is_counted_and_the_connection_kept(nursery: trio.Nursery)
 
 
 async def test_untraded_products_and_invalid_prices_are_counted(nursery: trio.Nursery) -> None:
-    sim = CoinbaseSimulator(products=["BTC-USD", "HBAR-USD"], untraded=["HBAR-USD"])
+    sim = CoinbaseSimulator(symbols=["BTC-USD"], untraded=["HBAR-USD"])
     rules = FeedRules(bounds={"BTC/USD": Bounds(None, Decimal(1))})  # every BTC price is above
     with trio.fail_after(10):
         h = await start(nursery, sim=sim, symbols=["BTC/USD", "HBAR/USD"], rules=rules)

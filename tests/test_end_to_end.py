@@ -12,15 +12,17 @@ from pathlib import Path
 import httpx
 import trio
 
+from chrono.model import time_text
+from chrono.store.sqlite import format_time as stored_time
 from chrono.testing.process import open_chrono
-from chrono.testing.simulators.coinbase import CoinbaseSimulator, SentTick
+from chrono.testing.simulators import CoinbaseSimulator, SentTick
 from tests.conftest import ADMIN_KEY, PUBLIC_KEY
 from tests.daemon import chrono_status, free_port, write_config
 from tests.waiting import wait_until
 
 
 def last_trades(sim: CoinbaseSimulator) -> list[SentTick]:
-    return list({tick.product_id: tick for tick in sim.ticks}.values())
+    return list({tick.native: tick for tick in sim.ticks}.values())
 
 
 def replay(tick: SentTick) -> str:
@@ -28,9 +30,9 @@ def replay(tick: SentTick) -> str:
     return json.dumps(
         {
             "type": "ticker",
-            "product_id": tick.product_id,
+            "product_id": tick.native,
             "price": tick.price,
-            "time": tick.time,
+            "time": time_text(tick.time) if tick.time else None,
             "trade_id": tick.trade_id,
         }
     )
@@ -39,7 +41,7 @@ def replay(tick: SentTick) -> str:
 def newest_sent(sim: CoinbaseSimulator) -> dict[str, str]:
     newest: dict[str, str] = {}
     for tick in sim.ticks:
-        newest[tick.product_id.replace("-", "/")] = tick.price
+        newest[tick.native.replace("-", "/")] = tick.price
     return newest
 
 
@@ -66,7 +68,9 @@ def stored_rows(db: Path) -> list[tuple[str, str, str, str]]:
 
 
 def assert_stored_once(sim: CoinbaseSimulator, db: Path) -> None:
-    sent = [(t.product_id.replace("-", "/"), t.price, t.time, "coinbase") for t in sim.ticks]
+    sent = [
+        (t.native.replace("-", "/"), t.price, stored_time(t.time), "coinbase") for t in sim.ticks
+    ]
     assert len(set(sent)) == len(sent)
     assert sorted(stored_rows(db)) == sorted(sent)  # every ticker, digit for digit, exactly once
 

@@ -91,7 +91,10 @@ async def run_collector(
     stats: CollectorStats,
 ) -> None:
     """Collect until cancelled; connection failures reconnect, they never raise."""
-    adapter = EXCHANGES[config.exchange].adapter(config.symbols, config.worker_id)
+    exchange = EXCHANGES[config.exchange].protocol(config.protocol)
+    adapter = exchange.adapter(
+        exchange.symbol_map(config.symbols, config.quote_aliases), config.worker_id
+    )
     backoff = Backoff(
         initial_s=config.backoff_initial_s,
         cap_s=config.backoff_max_s,
@@ -124,7 +127,7 @@ async def _stream(
     stats: CollectorStats,
 ) -> None:
     stats.state = "subscribing"
-    for message in adapter.subscribe_messages():
+    for message in adapter.subscribe_messages(config.symbols):
         await conn.send(message)
     silence_s = config.silence_timeout_s
     # Moving a deadline costs trio a heap update, so the watchdog is re-armed at most every

@@ -20,7 +20,7 @@ from typing import Annotated, Final
 import msgspec
 
 from chrono.errors import InvalidFrame
-from chrono.exchanges.base import Exchange, FrameKind, ParsedFrame
+from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
 from chrono.model import PriceFeed, to_symbol
 
 SOURCE: Final = "coinbase"
@@ -94,22 +94,25 @@ def canonical_symbol(product_id: str) -> str:
 class CoinbaseAdapter:
     """The Coinbase protocol for one connection's fixed products. Pure: no I/O, no clock."""
 
-    def __init__(self, symbols: Sequence[str], worker_id: str) -> None:
+    def __init__(self, symbols: SymbolMap, worker_id: str) -> None:
         self.worker_id = worker_id
-        self.products = [native_symbol(symbol) for symbol in symbols]
-        self._symbols = {native_symbol(symbol): symbol for symbol in symbols}
+        self._symbols = symbols
 
-    def subscribe_messages(self) -> list[str]:
+    def subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
         """One subscribe, products listed per channel.
 
         Per-channel lists are explicit on purpose: an empty per-channel list overrides a
-        top-level one and the exchange rejects it with ``" is not a valid product"``.
+        top-level one and the exchange rejects it with ``" is not a valid product"``. A
+        repeated subscribe is accepted and answered with the product's latest ticker.
         """
-        channels = [
-            {"name": name, "product_ids": self.products} for name in ("ticker", "heartbeat")
-        ]
+        products = self._symbols.natives(symbols)
+        channels = [{"name": name, "product_ids": products} for name in ("ticker", "heartbeat")]
         request = {"type": "subscribe", "channels": channels}
         return [msgspec.json.encode(request).decode()]
+
+    def ping_message(self) -> None:
+        """Coinbase needs no application ping: its heartbeat channel proves the link."""
+        return None
 
     def parse(self, frame: str | bytes, received_at: datetime) -> ParsedFrame:
         """Decode one frame; raise ``InvalidFrame`` (malformed/schema/unknown_type) if bad."""
@@ -119,7 +122,7 @@ class CoinbaseAdapter:
         if isinstance(message, Heartbeat):
             return _parse_heartbeat(message)
         if isinstance(message, Subscriptions):
-            return _parse_subscriptions(message)
+            return self._parse_subscriptions(message)
         return _parse_error(message)
 
     def _parse_ticker(self, ticker: Ticker, received_at: datetime) -> ParsedFrame:
@@ -138,7 +141,7 @@ class CoinbaseAdapter:
                 FrameKind.DATA, skipped=["untraded" if ticker.price.is_zero() else "no_time"]
             )
         product_id = ticker.product_id
-        symbol = self._symbols.get(product_id) or canonical_symbol(product_id)
+        symbol = self._symbols.to_canonical(product_id) or canonical_symbol(product_id)
         feed = PriceFeed(
             symbol=symbol,
             price=ticker.price,
@@ -157,6 +160,23 @@ class CoinbaseAdapter:
         )
         return ParsedFrame(FrameKind.DATA, feeds=[feed])
 
+    def _parse_subscriptions(self, ack: Subscriptions) -> ParsedFrame:
+        """The cumulative subscription set after each (un)subscribe (real capture, trimmed)::
+
+            {"type":"subscriptions","channels":[{"name":"ticker","product_ids":["YFI-BTC"]}]}
+
+        ``message`` lists the acked ticker products, comma-separated, in the exchange's order;
+        ``symbols`` holds the canonical ones this collector asked for.
+        """
+        ticker = [
+            pid
+            for channel in ack.channels
+            if channel.name == "ticker"
+            for pid in channel.product_ids
+        ]
+        mine = [s for pid in ticker if (s := self._symbols.to_canonical(pid)) is not None]
+        return ParsedFrame(FrameKind.ACK, message=",".join(ticker), symbols=mine)
+
 
 def _parse_heartbeat(beat: Heartbeat) -> ParsedFrame:
     """Proof the link is alive, once a second per product (exchanges.md)::
@@ -167,19 +187,6 @@ def _parse_heartbeat(beat: Heartbeat) -> ParsedFrame:
     ``message`` is the product id.
     """
     return ParsedFrame(FrameKind.HEARTBEAT, message=beat.product_id)
-
-
-def _parse_subscriptions(ack: Subscriptions) -> ParsedFrame:
-    """The cumulative subscription set after each (un)subscribe (real capture, trimmed)::
-
-        {"type":"subscriptions","channels":[{"name":"ticker","product_ids":["YFI-BTC","NU-GBP"]}]}
-
-    ``message`` lists the acked ticker products, comma-separated, in the exchange's order.
-    """
-    ticker = [
-        pid for channel in ack.channels if channel.name == "ticker" for pid in channel.product_ids
-    ]
-    return ParsedFrame(FrameKind.ACK, message=",".join(ticker))
 
 
 def _parse_error(error: ErrorMessage) -> ParsedFrame:
@@ -232,4 +239,7 @@ EXCHANGE: Final = Exchange(
     default_url="wss://ws-feed.exchange.coinbase.com",
     adapter=CoinbaseAdapter,
     native_symbol=native_symbol,
+    # 8 connections/s per IP (current docs; older docs said 1 per 4 s, so stay at 1/s);
+    # 100 client messages/s per IP.
+    limits=Limits(connects=1, connects_window_s=1.0, messages_per_s=10.0, max_symbols=500),
 )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from chrono.testing.simulators.coinbase import CoinbaseSimulator, SentTick
+from chrono.testing.simulators.base import Chaos, SentTick, Simulator
+from chrono.testing.simulators.coinbase import CoinbaseSimulator
 
-SIMULATORS: dict[str, type] = {
-    "coinbase": CoinbaseSimulator,
+SIMULATORS: dict[str, type[Simulator]] = {
+    CoinbaseSimulator.exchange.name: CoinbaseSimulator,
 }
 
-__all__ = ["SIMULATORS", "CoinbaseSimulator", "SentTick"]
+__all__ = ["SIMULATORS", "Chaos", "CoinbaseSimulator", "SentTick", "Simulator"]
