@@ -93,7 +93,14 @@ class CollectorConfig(_Section, frozen=True):
     url: str | None = None
     protocol: str | None = None  # the exchange's wire version, where it has several (kraken)
     quote_aliases: dict[str, str] | None = None  # canonical quote -> native; None: exchange's
-    silence_timeout_s: Positive = 30.0  # no data frame for this long: reconnect
+    # Freshness (chrono.collect.freshness): a symbol is stale past stale_factor x its own
+    # typical gap, clamped to [stale_floor_s, stale_ceiling_s]; silence_timeout_s applies
+    # until its pace is known. Stale symbols are resubscribed; all stale: reconnect.
+    silence_timeout_s: Positive = 30.0
+    stale_factor: Positive = 5.0
+    stale_floor_s: Positive = 10.0
+    stale_ceiling_s: Positive = 600.0
+    rotate_after_s: Positive | None = None  # planned replacement; None: the exchange's default
     open_timeout_s: Positive = 10.0
     backoff_initial_s: Positive = 1.0
     backoff_max_s: Positive = 60.0
@@ -175,6 +182,7 @@ def _check(config: Config) -> None:
         seen.add(col.worker_id)
         if col.url is not None and not col.url.startswith(("ws://", "wss://")):
             raise ConfigError(f"{where}.url: must start with ws:// or wss://")
+        _check_exchange(col, where)
     for symbol, b in config.validation.bounds.items():
         where = f"validation.bounds.{symbol}"
         if not is_canonical_symbol(symbol):
@@ -183,6 +191,31 @@ def _check(config: Config) -> None:
             raise ConfigError(f"{where}: min {b.min} is above max {b.max}")
     if not config.storage.url.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ConfigError("storage.url: expected sqlite:///PATH or postgresql://...")
+
+
+def _check_exchange(col: CollectorConfig, where: str) -> None:
+    """What only the exchange's registry entry knows: versions, quotes, its stream limit."""
+    entry = EXCHANGES[col.exchange]
+    try:
+        exchange = entry.protocol(col.protocol)
+    except KeyError:
+        known = ", ".join(sorted({entry.version, *entry.protocols} - {""})) or "none"
+        raise ConfigError(
+            f"{where}.protocol: {col.exchange} has no protocol {col.protocol!r} ({known})"
+        ) from None
+    for quote, native in (col.quote_aliases or {}).items():
+        if not (quote.isalnum() and native.isalnum() and quote.isupper() and native.isupper()):
+            raise ConfigError(
+                f"{where}.quote_aliases.{quote}: quotes are upper-case letters and digits"
+            )
+    limit = exchange.limits.max_symbols
+    if len(col.symbols) > limit:
+        raise ConfigError(
+            f"{where}.symbols: {col.exchange} allows {limit} per connection; "
+            "split them over several collectors"
+        )
+    if col.stale_floor_s > col.stale_ceiling_s:
+        raise ConfigError(f"{where}.stale_floor_s: above stale_ceiling_s")
 
 
 def _resolve_env(auth: AuthConfig) -> AuthConfig:

@@ -45,7 +45,18 @@ class InvalidFeed(ChronoError):
 
 
 class FeedConnectionError(ChronoError):
-    """The exchange connection could not be opened or was lost."""
+    """The exchange connection could not be opened or was lost.
+
+    ``retry_after_s`` is set when the exchange refused the handshake with ``Retry-After``
+    (HTTP 429/503): the next attempt waits at least that long.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status of a refused handshake
+        self.retry_after_s = retry_after_s
 
 
 class FeedSilent(FeedConnectionError):

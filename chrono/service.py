@@ -31,7 +31,7 @@ import trio
 from chrono import __version__
 from chrono.api import ApiContext, create_app, serve_http
 from chrono.api.auth import Keys
-from chrono.collect import CollectorStats, run_collector
+from chrono.collect import CollectorStats, ConnectBudgets, run_collector
 from chrono.config import Config
 from chrono.errors import ChronoError
 from chrono.model import PriceFeed, time_text, utc_now
@@ -160,6 +160,7 @@ class Service:
 
     async def _run_pipeline(self, task_status: trio.TaskStatus[int]) -> None:
         rules = self.config.validation.rules()
+        budgets = ConnectBudgets()  # per exchange, shared by its collectors
         async with trio.open_nursery() as pipeline:
             pipeline.start_soon(self._supervised("fanout", self.fanout.run))
             pipeline.start_soon(self._supervised("batcher", self.batcher.run))
@@ -168,7 +169,9 @@ class Service:
                 with self._collecting:
                     async with trio.open_nursery() as collectors:
                         for cfg, stats in zip(self.config.collectors, self.collectors, strict=True):
-                            run = partial(run_collector, cfg, rules, self._intake_send, stats)
+                            run = partial(
+                                run_collector, cfg, rules, self._intake_send, stats, budgets
+                            )
                             collectors.start_soon(
                                 self._supervised(f"collector:{cfg.worker_id}", run)
                             )

@@ -102,7 +102,7 @@ async def test_silence_without_data_reconnects_even_with_heartbeats(
 ) -> None:
     sim = CoinbaseSimulator(heartbeat_interval_s=0.05)
     with trio.fail_after(10):
-        h = await start(nursery, sim=sim, silence_timeout_s=0.5)
+        h = await start(nursery, sim=sim, silence_timeout_s=0.5, stale_floor_s=0.5)
         await sim.wait_subscribed()
         await wait_until(lambda: len(h.feeds) >= 2)
         sim.set_silent(True)  # heartbeats keep coming: the link is fine, the data is not

@@ -8,6 +8,7 @@ failure.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -34,6 +35,11 @@ class FeedConnection:
         except (ConnectionClosed, OSError, trio.BrokenResourceError) as exc:
             raise FeedConnectionError(f"send failed: {_describe(exc)}") from exc
 
+    async def aclose(self) -> None:
+        """A polite close (bounded by ``CLOSE_TIMEOUT_S``); errors mean it is closed anyway."""
+        with contextlib.suppress(ConnectionClosed, OSError, trio.BrokenResourceError):
+            await self._ws.aclose()
+
     async def receive(self) -> str | bytes:
         """The next frame; raises ``FeedConnectionError`` once the connection is gone."""
         try:
@@ -59,7 +65,24 @@ async def open_feed(url: str, *, open_timeout_s: float) -> AsyncIterator[FeedCon
     except (WebSocketException, OSError, TimeoutError) as exc:
         if isinstance(exc, ConnectionClosed):
             raise FeedConnectionError(f"connection lost: {_describe(exc)}") from exc
-        raise FeedConnectionError(f"cannot connect to {url}: {_describe(exc)}") from exc
+        status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
+        raise FeedConnectionError(
+            f"cannot connect to {url}: {_describe(exc)}",
+            status=status,
+            retry_after_s=_retry_after_s(exc),
+        ) from exc
+
+
+def _retry_after_s(exc: BaseException) -> float | None:
+    """``Retry-After`` of a refused handshake, in seconds (the delta form; dates are ignored)."""
+    if not isinstance(exc, InvalidStatus):
+        return None
+    value = exc.response.headers.get("Retry-After", "")
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < 86_400 else None
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,0 +1,75 @@
+"""What ``/status`` and ``chrono status`` show of one collector."""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import trio
+
+from chrono.collect.freshness import Freshness
+from chrono.model import utc_now
+
+SAMPLES_KEPT = 5  # invalid frames kept for /status
+SAMPLE_CHARS = 200
+
+
+@dataclass(slots=True)
+class CollectorStats:
+    """Counters of one collector, across its connections (a rotation keeps them)."""
+
+    worker_id: str
+    exchange: str
+    symbols: list[str]
+    state: str = "starting"
+    connected_at: datetime | None = None
+    connections: int = 0  # connections opened
+    reconnects: int = 0  # connections replaced after a failure or silence
+    rotations: int = 0  # planned make-before-break replacements (age or server notice)
+    resubscribes: int = 0  # stale symbols subscribed again on a live connection
+    rate_limited: int = 0  # handshakes refused with 429 / Retry-After
+    feeds_collected: int = 0
+    last_data_at: datetime | None = None
+    last_error: str | None = None
+    exchange_errors: int = 0
+    invalid: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    samples: deque[str] = field(default_factory=lambda: deque(maxlen=SAMPLES_KEPT))
+    freshness: Freshness | None = None
+
+    def count_invalid(self, reason: str, frame: str | bytes) -> None:
+        self.invalid[reason] += 1
+        text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
+        self.samples.append(f"{reason}: {text[:SAMPLE_CHARS]}")
+
+    def as_dict(self) -> dict[str, Any]:
+        now = utc_now()
+        fresh = self.freshness.as_status(trio.current_time()) if self.freshness else []
+        return {
+            "worker_id": self.worker_id,
+            "exchange": self.exchange,
+            "symbols": self.symbols,
+            "state": self.state,
+            "uptime_s": _age_s(self.connected_at, now),
+            "connections": self.connections,
+            "reconnects": self.reconnects,
+            "rotations": self.rotations,
+            "resubscribes": self.resubscribes,
+            "rate_limited": self.rate_limited,
+            "feeds_collected": self.feeds_collected,
+            "last_data_at": self.last_data_at.isoformat() if self.last_data_at else None,
+            "last_data_age_s": _age_s(self.last_data_at, now),
+            "stale_symbols": [entry["symbol"] for entry in fresh if entry["stale"]],
+            "freshness": fresh,
+            "last_error": self.last_error,
+            "exchange_errors": self.exchange_errors,
+            "invalid_frames": dict(self.invalid),
+            "skipped_ticks": dict(self.skipped),
+            "invalid_samples": list(self.samples),
+        }
+
+
+def _age_s(then: datetime | None, now: datetime) -> float | None:
+    return None if then is None else round((now - then).total_seconds(), 3)
