@@ -1,4 +1,4 @@
-"""``chrono``: run | status | check-config.
+"""``chrono``: run | status | check-config | simulate.
 
 Exit codes: 0 ok, 1 runtime failure (daemon unreachable, a supervisor gave up, an aborted
 drain), 2 bad usage or bad config (the message names the key).
@@ -20,6 +20,7 @@ from chrono.client import base_url, fetch_status
 from chrono.config import Config, load_config, masked
 from chrono.errors import ChronoError, ConfigError, DaemonUnreachable
 from chrono.logs import configure_logging
+from chrono.model import is_canonical_symbol
 
 log = logging.getLogger("chrono")
 
@@ -53,7 +54,93 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config and print it, keys masked")
     check.add_argument("config")
     check.set_defaults(handler=_check_config)
+    _simulate_parser(sub)
     return parser
+
+
+def _simulate_parser(sub: Any) -> None:
+    simulate = sub.add_parser(
+        "simulate",
+        help="serve every exchange simulator on loopback (demo, load and chaos tests)",
+        description="Serve exchange simulators that speak the real protocols on loopback, "
+        "print their ports and a [[collectors]] snippet, and run until Ctrl-C.",
+    )
+    simulate.add_argument("--exchanges", help="comma-separated (default: all)")
+    simulate.add_argument("--symbols", default="BTC/USD,ETH/USD", help="canonical")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port-base", type=int, default=0, help="exchange i gets BASE+i")
+    simulate.add_argument("--rate", type=float, default=20.0, help="frames/s per exchange")
+    chaos = simulate.add_argument_group("chaos (0 = off)")
+    chaos.add_argument(
+        "--drop-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="close every connection abruptly (1006) every S seconds",
+    )
+    chaos.add_argument(
+        "--silent-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="go silent (no data, heartbeats kept) every S seconds ...",
+    )
+    chaos.add_argument("--silent-for", type=float, default=0.0, metavar="S", help="... for S")
+    chaos.add_argument(
+        "--garbage-ratio",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="send a malformed frame after this share of data frames",
+    )
+    chaos.add_argument(
+        "--reject-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="refuse the next connection with 429 + Retry-After every S seconds",
+    )
+    chaos.add_argument(
+        "--notice-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="send the exchange's reconnect notice every S seconds",
+    )
+    simulate.set_defaults(handler=_simulate)  # fmt: skip
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from chrono.simulate import SimulateOptions, run_simulate
+    from chrono.testing.simulators import SIMULATORS, Chaos
+
+    exchanges = args.exchanges.split(",") if args.exchanges else list(SIMULATORS)
+    unknown = [name for name in exchanges if name not in SIMULATORS]
+    symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
+    bad = [s for s in symbols if not is_canonical_symbol(s)]
+    if unknown or bad or not symbols or args.rate <= 0 or not 0 <= args.garbage_ratio <= 1:
+        problem = (
+            f"unknown exchange(s) {', '.join(unknown)} ({', '.join(SIMULATORS)})" if unknown
+            else f"not BASE/QUOTE: {', '.join(bad) or '(none given)'}" if bad or not symbols
+            else "--rate must be > 0 and --garbage-ratio within 0..1"
+        )  # fmt: skip
+        print(f"chrono simulate: {problem}", file=sys.stderr)
+        return 2
+    configure_logging(level="info", fmt="text", secrets=[])
+    chaos = Chaos(
+        drop_every_s=args.drop_every,
+        silent_every_s=args.silent_every,
+        silent_for_s=args.silent_for,
+        garbage_ratio=args.garbage_ratio,
+        reject_every_s=args.reject_every,
+        notice_every_s=args.notice_every,
+    )
+    options = SimulateOptions(
+        exchanges=exchanges, symbols=symbols, host=args.host, port_base=args.port_base,
+        rate=args.rate, chaos=chaos,
+    )  # fmt: skip
+    trio.run(run_simulate, options, lambda text: print(text, flush=True))
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -132,7 +219,7 @@ def _age(seconds: float | None) -> str:
 
 def render_status(status: dict[str, Any]) -> str:
     """The table a person reads at a glance."""
-    head = ("COLLECTOR", "STATE", "SYMBOLS", "UPTIME", "RECONNECTS", "FEEDS", "LAST DATA")
+    head = ("COLLECTOR", "STATE", "SYMBOLS", "UPTIME", "RECONNECTS", "FEEDS", "LAST DATA", "STALE")
     rows = [head]
     for c in status["collectors"]:
         last = c["last_data_age_s"]
@@ -145,6 +232,7 @@ def render_status(status: dict[str, Any]) -> str:
                 str(c["reconnects"]),
                 str(c["feeds_collected"]),
                 "-" if last is None else f"{_age(last)} ago",
+                ",".join(c.get("stale_symbols", [])) or "-",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
@@ -155,6 +243,8 @@ def render_status(status: dict[str, Any]) -> str:
     for c in status["collectors"]:
         if c["state"] != "streaming" and c["last_error"]:
             lines.append(f"{c['worker_id']}: last error: {c['last_error']}")
+        for sample in c.get("invalid_samples", [])[-1:]:
+            lines.append(f"{c['worker_id']}: last invalid frame: {sample}")
     service, store, writer = status["service"], status["store"], status["pipeline"]["writer"]
     lines.insert(
         0, f"chrono {service['version']}  {service['state']}  up {_age(service['uptime_s'])}"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -190,6 +191,7 @@ class Service:
                 "uptime_s": round((utc_now() - self.started_at).total_seconds(), 3),
             },
             "collectors": [c.as_dict() for c in self.collectors],
+            "exchanges": _by_exchange(self.collectors),
             "pipeline": {
                 "intake_queued": self._intake.statistics().current_buffer_used,
                 "fanout": self.fanout.statistics(),
@@ -219,6 +221,18 @@ class Service:
             "services": {"store": "up" if store_ok else "down", "collectors": flowing},
             "uptime_seconds": round((utc_now() - self.started_at).total_seconds(), 3),
         }
+
+
+def _by_exchange(collectors: list[CollectorStats]) -> dict[str, dict[str, Any]]:
+    """Invalid frames by exchange and reason (and feeds), summed over its collectors."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in collectors:
+        entry = out.setdefault(c.exchange, {"feeds_collected": 0, "invalid_frames": Counter()})
+        entry["feeds_collected"] += c.feeds_collected
+        entry["invalid_frames"].update(c.invalid)
+    for entry in out.values():
+        entry["invalid_frames"] = dict(entry["invalid_frames"])
+    return out
 
 
 async def _within(scope: trio.CancelScope, child: Child) -> None:

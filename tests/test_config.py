@@ -71,6 +71,15 @@ def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
         ),
         (GOOD + '[storage]\nurl = "mysql://x"\n', "storage.url: expected sqlite:///PATH"),
         (GOOD + '[auth]\nadmin_keys = ["env:CHRONO_TEST_UNSET_KEY"]\n', "auth.admin_keys[0]"),
+        (GOOD + 'protocol = "v9"\n', "collectors[0].protocol: coinbase has no protocol 'v9'"),
+        (GOOD + 'quote_aliases = {usd = "USDT"}\n', "collectors[0].quote_aliases.usd: quotes"),
+        (GOOD + "stale_floor_s = 900\n", "collectors[0].stale_floor_s: above stale_ceiling_s"),
+        (GOOD + "rotate_after_s = 0\n", "collectors[0].rotate_after_s: Expected `float` > 0.0"),
+        (
+            '[[collectors]]\nexchange = "coinbase"\nsymbols = [%s]\n'
+            % ",".join(f'"C{i}/USD"' for i in range(501)),
+            "collectors[0].symbols: coinbase allows 500 per connection",
+        ),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
