@@ -36,6 +36,10 @@ drain_timeout_s = {drain_timeout_s}
 public_keys = ["{public}"]
 admin_keys = ["{admin}"]
 
+{collectors}
+"""
+
+COINBASE = """
 [[collectors]]
 exchange = "coinbase"
 symbols = ["BTC/USD", "ETH/USD"]
@@ -54,17 +58,21 @@ async def free_port() -> int:
 
 async def write_config(
     folder: Path,
-    exchange_url: str,
+    exchange_url: str = "",
     *,
     drain_timeout_s: float = 30,
     tcp_user_timeout_ms: int = 10_000,
+    collectors: str = "",
 ) -> Path:
-    """A config with a fixed free port, so that `chrono status CONFIG` finds the daemon."""
+    """A config with a fixed free port, so that `chrono status CONFIG` finds the daemon.
+
+    ``collectors`` replaces the one Coinbase collector pointed at ``exchange_url``.
+    """
     config = folder / "config.toml"
     config.write_text(
         CONFIG.format(
             port=await free_port(),
-            url=exchange_url,
+            collectors=collectors or COINBASE.format(url=exchange_url),
             public=PUBLIC_KEY,
             admin=ADMIN_KEY,
             drain_timeout_s=drain_timeout_s,
