@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 from chrono.collect.freshness import Freshness, FreshnessRules, SymbolFreshness
-from chrono.collect.pacing import ConnectBudget, Pacer
+from chrono.collect.pacing import ConnectBudget, Pacer, WindowCap
 
 RULES = FreshnessRules(first_data_s=30.0, factor=5.0, floor_s=10.0, ceiling_s=600.0)
 
@@ -80,3 +80,14 @@ async def test_pacer_spaces_messages(autojump_clock: trio.testing.MockClock) -> 
         times.append(trio.current_time())
     start = times[0]
     assert [t - start for t in times] == [0.0, 0.25, 0.5, 0.75]
+
+
+async def test_window_cap_refuses_past_its_count(autojump_clock: trio.testing.MockClock) -> None:
+    cap = WindowCap(count=3, window_s=3600.0)
+    assert cap.try_take(2)
+    assert not cap.try_take(2)  # 4 > 3: refused whole, nothing taken
+    assert cap.try_take(1)
+    assert not cap.try_take(1)
+    await trio.sleep(3600.0)
+    assert cap.try_take(3)
+    assert WindowCap(count=None, window_s=1.0).try_take(10**6)  # no cap

@@ -55,6 +55,26 @@ class ConnectBudgets:
         return budget
 
 
+class WindowCap:
+    """At most ``count`` units in any ``window_s``; ``try_take`` never waits."""
+
+    def __init__(self, count: int | None, window_s: float) -> None:
+        self.count = count
+        self.window_s = window_s
+        self._times: deque[float] = deque()
+
+    def try_take(self, units: int) -> bool:
+        if self.count is None:
+            return True
+        now = trio.current_time()
+        while self._times and now - self._times[0] >= self.window_s:
+            self._times.popleft()
+        if len(self._times) + units > self.count:
+            return False
+        self._times.extend([now] * units)
+        return True
+
+
 class Pacer:
     """Spaces sends at least ``1 / messages_per_s`` apart (one connection's outgoing rate)."""
 

@@ -26,7 +26,7 @@ import trio
 
 from chrono.collect.connection import FeedConnection, open_feed
 from chrono.collect.freshness import Freshness
-from chrono.collect.pacing import Pacer
+from chrono.collect.pacing import Pacer, WindowCap
 from chrono.collect.stats import CollectorStats
 from chrono.config import CollectorConfig
 from chrono.errors import FeedConnectionError, FeedSilent, InvalidFeed, InvalidFrame
@@ -102,10 +102,13 @@ class Session:
         link.stats.connections += 1
         link.stats.connected_at = utc_now()
         link.stats.state = "subscribing"
-        pacer = Pacer(link.exchange.limits.messages_per_s)
-        symbols = link.config.symbols
-        await _send_all(conn, pacer, link.adapter.subscribe_messages(symbols))
-        monitor = _Monitor(self, conn, pacer)
+        limits = link.exchange.limits
+        pacer = Pacer(limits.messages_per_s)
+        subscribes = WindowCap(limits.subscribes_per_hour, 3600.0)
+        messages = link.adapter.subscribe_messages(link.config.symbols)
+        subscribes.try_take(len(messages))
+        await _send_all(conn, pacer, messages)
+        monitor = _Monitor(self, conn, pacer, subscribes)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._guard, monitor.run)
@@ -183,8 +186,10 @@ class Session:
 class _Monitor:
     """Resubscribes stale symbols (each try doubles that symbol's wait) and asks for rotation."""
 
-    def __init__(self, session: Session, conn: FeedConnection, pacer: Pacer) -> None:
-        self.session, self.conn, self.pacer = session, conn, pacer
+    def __init__(
+        self, session: Session, conn: FeedConnection, pacer: Pacer, subscribes: WindowCap
+    ) -> None:
+        self.session, self.conn, self.pacer, self.subscribes = session, conn, pacer, subscribes
         start = trio.current_time()
         self.since = dict.fromkeys(session.link.config.symbols, start)  # last (re)subscribe
         self.tries = dict.fromkeys(session.link.config.symbols, 0)
@@ -216,18 +221,25 @@ class _Monitor:
         return due
 
     async def _resubscribe(self, symbols: list[str]) -> None:
+        """Subscribe ``symbols`` again; within the hourly cap, else only the wait grows."""
         link = self.session.link
+        messages = link.adapter.subscribe_messages(symbols)
+        allowed = self.subscribes.try_take(len(messages))
         log.warning(
-            "%s: no data for %s: resubscribing", link.worker_id, ", ".join(symbols),
+            "%s: no data for %s: %s", link.worker_id, ", ".join(symbols),
+            "resubscribing" if allowed else "resubscribe deferred (hourly cap)",
             extra=_extra(link),
         )  # fmt: skip
         now = trio.current_time()
         for symbol in symbols:
             self.since[symbol] = now
             self.tries[symbol] += 1
+        if not allowed:
+            return
+        for symbol in symbols:
             link.freshness.symbols[symbol].resubscribes += 1
         link.stats.resubscribes += len(symbols)
-        await _send_all(self.conn, self.pacer, link.adapter.subscribe_messages(symbols))
+        await _send_all(self.conn, self.pacer, messages)
 
 
 async def _send_all(conn: FeedConnection, pacer: Pacer, messages: Sequence[str]) -> None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from chrono.exchanges import coinbase
-from chrono.exchanges.base import Adapter, Exchange, FrameKind, ParsedFrame
+from chrono.exchanges import bitstamp, coinbase, gemini, okx
+from chrono.exchanges.base import Adapter, Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
 
 EXCHANGES: dict[str, Exchange] = {
-    coinbase.EXCHANGE.name: coinbase.EXCHANGE,
+    entry.name: entry
+    for entry in (
+        coinbase.EXCHANGE,
+        bitstamp.EXCHANGE,
+        gemini.EXCHANGE,
+        okx.EXCHANGE,
+    )
 }
 
-__all__ = ["EXCHANGES", "Adapter", "Exchange", "FrameKind", "ParsedFrame"]
+__all__ = ["EXCHANGES", "Adapter", "Exchange", "FrameKind", "Limits", "ParsedFrame", "SymbolMap"]

@@ -106,13 +106,16 @@ class Limits:
 
     ``connects`` attempts per ``connects_window_s`` is shared by every collector of the
     exchange in the process (the exchange counts per IP); ``messages_per_s`` paces what one
-    connection sends; ``max_symbols`` is the subscriptions one connection may hold.
+    connection sends; ``max_symbols`` is the subscriptions one connection may hold;
+    ``subscribes_per_hour`` caps one connection's subscribe messages, resubscribes included
+    (a resubscribe that would pass it is deferred to the symbol's next, later try).
     """
 
     connects: int = 1
     connects_window_s: float = 1.0
     messages_per_s: float = 5.0
     max_symbols: int = 1000
+    subscribes_per_hour: int | None = None  # (re)subscribe messages per connection (OKX 480)
 
 
 @dataclass(frozen=True, slots=True)

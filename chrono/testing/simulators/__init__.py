@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from chrono.testing.simulators.base import Chaos, SentTick, Simulator
+from chrono.testing.simulators.bitstamp import BitstampSimulator
 from chrono.testing.simulators.coinbase import CoinbaseSimulator
+from chrono.testing.simulators.gemini import GeminiSimulator
+from chrono.testing.simulators.okx import OkxSimulator
 
 SIMULATORS: dict[str, type[Simulator]] = {
-    CoinbaseSimulator.exchange.name: CoinbaseSimulator,
+    cls.exchange.name: cls
+    for cls in (
+        CoinbaseSimulator,
+        BitstampSimulator,
+        GeminiSimulator,
+        OkxSimulator,
+    )
 }
 
 __all__ = ["SIMULATORS", "Chaos", "CoinbaseSimulator", "SentTick", "Simulator"]

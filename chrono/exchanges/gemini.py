@@ -1,0 +1,278 @@
+"""Gemini's current WebSocket API (``wss://ws.gemini.com``): the ``{symbol}@bookTicker`` streams.
+
+A Binance-style control plane (exchanges.md §5): requests ``{"id","method","params"}``, answered
+by an envelope ``{"id","status","result"|"error"}`` that echoes the request id. The adapter keeps
+the ids it sent (subscribe -> its symbols, ping) so a response can say what it confirms.
+
+The API has no type tag: a frame is a response if it carries ``id``/``status``, a bookTicker if it
+carries ``u`` (and no ``e``, which the other streams' events have). Frames decode in one pass into
+one Struct of every key Chrono reads; prices stay ``Decimal`` digit for digit. bookTicker fires on
+every top-of-book change and repeats the last trade (``c``/``C``) each time: the same ``c`` at a
+later ``E`` is a new feed, since a feed's identity includes its timestamp. Bids and asks may be
+the empty string (a production frame did, dp_exchange changelog): that is "no level", ``None``.
+
+Errors: ``InvalidFrame`` with ``malformed`` (not JSON), ``schema`` (wrong shape, bad numbers or
+times) or ``unknown_type`` (another stream's event); nothing else escapes ``parse``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Final, NamedTuple
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from chrono.errors import InvalidFrame
+from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
+from chrono.model import PriceFeed, decimal_text
+
+SOURCE: Final = "gemini"
+STREAM: Final = "bookTicker"
+# Gemini documents no cap on streams per request. 50 keeps a subscribe near 1 KB; Binance, whose
+# protocol this one copies, allows 1024 streams per connection and batches of hundreds.
+MAX_STREAMS_PER_REQUEST: Final = 50
+# Requests awaiting a response; past this the oldest are forgotten (their response then reads
+# as INFO), so a server that never answers cannot grow a long-lived adapter without bound.
+MAX_PENDING_REQUESTS: Final = 1024
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ABSENT: Final = msgspec.Raw()
+_EMPTY_STRING: Final = msgspec.Raw(b'""')
+_NULL: Final = msgspec.Raw(b"null")
+
+
+class WsError(msgspec.Struct, frozen=True):
+    code: int | None = None
+    msg: str = ""
+
+
+class Frame(msgspec.Struct, frozen=True):
+    """Every top-level key Chrono reads, from any frame; which are present tells the kind.
+
+    Response keys: ``id`` (string, integer or null), ``status``, ``error``, ``result``.
+    bookTicker keys: ``u``, ``E``, ``s``, ``b``, ``a``, ``c``, ``C``. Other streams carry ``e``.
+    Numbers stay ``Raw`` until read, so ``""`` can mean "no level" instead of a bad decimal.
+    """
+
+    id: str | int | UnsetType | None = UNSET
+    status: int | UnsetType = UNSET
+    error: WsError | None = None
+    result: msgspec.Raw = _ABSENT
+    e: str | None = None
+    u: int | UnsetType = UNSET
+    E: int | None = None
+    s: str | None = None
+    b: msgspec.Raw = _ABSENT
+    a: msgspec.Raw = _ABSENT
+    c: msgspec.Raw = _ABSENT
+    C: msgspec.Raw = _ABSENT
+
+
+_DECODER: Final = msgspec.json.Decoder(Frame)
+_DECIMAL: Final = msgspec.json.Decoder(Decimal)
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+class _Request(NamedTuple):
+    """What a request id asked for: ``method`` and, for a subscribe, its canonical symbols."""
+
+    method: str
+    symbols: list[str]
+    natives: list[str]
+
+
+def native_symbol(symbol: str) -> str:
+    """Canonical ``BTC/USD`` -> ``btcusd`` (lowercase in this API; legacy wrote ``BTCUSD``)."""
+    return symbol.replace("/", "").lower()
+
+
+def stream_name(native: str) -> str:
+    return f"{native}@{STREAM}"
+
+
+class GeminiAdapter:
+    """The Gemini protocol for one collector's fixed symbols. No I/O, no clock.
+
+    It holds the ids of requests still awaiting a response; ids are unique for the adapter's
+    lifetime, so the connections of one collector (a rotation overlaps two) can share it.
+    """
+
+    def __init__(self, symbols: SymbolMap, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self._symbols = symbols
+        self._next_id = 0
+        self._pending: OrderedDict[str, _Request] = OrderedDict()
+
+    def subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
+        """One ``subscribe`` per ``MAX_STREAMS_PER_REQUEST`` streams.
+
+        No unsubscribe first: exchanges.md does not say Gemini refuses a repeated subscribe
+        (Binance, whose protocol this is, accepts it), so a resubscribe is a plain subscribe.
+        """
+        messages = []
+        for start in range(0, len(symbols), MAX_STREAMS_PER_REQUEST):
+            batch = list(symbols[start : start + MAX_STREAMS_PER_REQUEST])
+            natives = self._symbols.natives(batch)
+            request_id = self._remember(_Request("subscribe", batch, natives))
+            params = [stream_name(native) for native in natives]
+            request = {"id": request_id, "method": "subscribe", "params": params}
+            messages.append(_ENCODER.encode(request).decode())
+        return messages
+
+    def ping_message(self) -> str:
+        """The utility method ``ping`` (exchanges.md §5); its response is a HEARTBEAT."""
+        request_id = self._remember(_Request("ping", [], []))
+        return _ENCODER.encode({"id": request_id, "method": "ping"}).decode()
+
+    def parse(self, frame: str | bytes, received_at: datetime) -> ParsedFrame:
+        """Decode one frame; raise ``InvalidFrame`` (malformed/schema/unknown_type) if bad."""
+        message = _decode(frame)
+        if message.id is not UNSET or message.status is not UNSET:
+            return self._parse_response(message)
+        if message.e is not None:
+            raise InvalidFrame("unknown_type", message.e)
+        if message.u is not UNSET:
+            return self._parse_book_ticker(message, received_at)
+        raise InvalidFrame("unknown_type", "neither a response nor a bookTicker")
+
+    def _remember(self, request: _Request) -> str:
+        self._next_id += 1
+        request_id = str(self._next_id)
+        self._pending[request_id] = request
+        while len(self._pending) > MAX_PENDING_REQUESTS:
+            self._pending.popitem(last=False)
+        return request_id
+
+    def _parse_book_ticker(self, ticker: Frame, received_at: datetime) -> ParsedFrame:
+        """A top-of-book change (exchanges.md §5)::
+
+            {"u":12345678,"E":1759240000123456789,"s":"btcusd","b":"109876.12","B":"0.5",
+             "a":"109876.45","A":"1.25","c":"109876.30","C":"0.01"}
+
+        ``c``/``C`` (last trade price/size) appear once the book has traded; without ``c`` the
+        frame is skipped as ``no_trade``. ``E`` is nanoseconds; ``b``/``a`` of ``""`` are None.
+        """
+        native, nanos = ticker.s, ticker.E
+        if native is None or nanos is None:
+            raise InvalidFrame("schema", "bookTicker without s or E")
+        symbol = self._symbols.to_canonical(native)
+        if symbol is None:
+            return ParsedFrame(FrameKind.DATA, skipped=["unknown_symbol"])
+        price = _decimal(ticker.c, "c")
+        if price is None:
+            return ParsedFrame(FrameKind.DATA, skipped=["no_trade"])
+        size = _decimal(ticker.C, "C")
+        feed = PriceFeed(
+            symbol=symbol,
+            price=price,
+            timestamp=from_nanoseconds(nanos),
+            received_at=received_at,
+            source=SOURCE,
+            worker_id=self.worker_id,
+            volume=None,  # not on the WebSocket: 24 h volume is REST only
+            bid=_decimal(ticker.b, "b"),
+            ask=_decimal(ticker.a, "a"),
+            metadata={
+                "native_symbol": native,
+                "update_id": ticker.u,
+                "last_size": None if size is None else decimal_text(size),
+            },
+        )
+        return ParsedFrame(FrameKind.DATA, feeds=[feed])
+
+    def _parse_response(self, response: Frame) -> ParsedFrame:
+        """The answer to a request, matched by its id (exchanges.md §5)::
+
+            {"id":"1","status":200,"result":null}
+            {"id":"1","status":400,"error":{"code":-1002,"msg":"..."}}
+
+        A subscribe's success is an ACK of its symbols, a ping's a HEARTBEAT; an error names the
+        symbols of the request it refuses.
+        """
+        if response.status is UNSET:
+            raise InvalidFrame("schema", "response without status")
+        key = None if response.id is None or response.id is UNSET else str(response.id)
+        request = None if key is None else self._pending.pop(key, None)
+        if response.error is not None or not 200 <= response.status < 300:
+            symbols = [] if request is None else request.symbols
+            return ParsedFrame(FrameKind.ERROR, message=_error_text(response), symbols=symbols)
+        if request is None:
+            return ParsedFrame(FrameKind.INFO, message=_result_text(response))
+        if request.method == "subscribe":
+            return ParsedFrame(
+                FrameKind.ACK, message=",".join(request.natives), symbols=request.symbols
+            )
+        if request.method == "ping":
+            return ParsedFrame(FrameKind.HEARTBEAT, message="pong")
+        return ParsedFrame(FrameKind.INFO, message=_result_text(response))
+
+
+def from_nanoseconds(nanos: int) -> datetime:
+    """``E`` (ns since the epoch) as an aware UTC datetime.
+
+    Python datetimes hold microseconds: the last three digits are truncated, by integer
+    arithmetic (a float would round 19-digit values to ~256 ns).
+    """
+    if nanos <= 0:
+        raise InvalidFrame("schema", f"E out of range: {nanos}")
+    try:
+        return _EPOCH + timedelta(microseconds=nanos // 1000)
+    except OverflowError as exc:
+        raise InvalidFrame("schema", f"E out of range: {nanos}") from exc
+
+
+def _decimal(raw: msgspec.Raw, name: str) -> Decimal | None:
+    """A decimal string (or JSON number) as sent; absent, ``null`` or ``""`` is None."""
+    if not raw or raw in (_EMPTY_STRING, _NULL):
+        return None
+    try:
+        return _DECIMAL.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise InvalidFrame("schema", f"{name}: {exc}") from exc
+    except (msgspec.DecodeError, UnicodeError) as exc:  # Raw skips UTF-8 checks inside strings
+        raise InvalidFrame("malformed", name) from exc
+
+
+def _error_text(response: Frame) -> str:
+    """``"<msg> (code <code>, status <status>, id <id>)"``."""
+    error = response.error or WsError()
+    parts = [f"code {error.code}"] if error.code is not None else []
+    parts += [f"status {response.status}", f"id {response.id}"]
+    return f"{error.msg or 'error'} ({', '.join(parts)})"
+
+
+def _result_text(response: Frame) -> str:
+    raw = bytes(response.result)
+    result = raw.decode(errors="replace") if raw else "no result"  # Raw skips UTF-8 checks
+    return f"id {response.id}: {result[:200]}"
+
+
+def _decode(frame: str | bytes) -> Frame:
+    """msgspec's errors translated into ``InvalidFrame`` reasons, in this one place."""
+    try:
+        return _DECODER.decode(frame)
+    except msgspec.ValidationError as exc:  # JSON, but not an object of the known shapes
+        raise InvalidFrame("schema", str(exc)) from exc
+    except (msgspec.DecodeError, UnicodeError) as exc:  # bad JSON, bad UTF-8, lone surrogates
+        raise InvalidFrame("malformed") from exc
+
+
+EXCHANGE: Final = Exchange(
+    name=SOURCE,
+    default_url="wss://ws.gemini.com",
+    adapter=GeminiAdapter,
+    native_symbol=native_symbol,
+    # No connection, message or stream limits are documented for this API (exchanges.md §5),
+    # so stay well inside Binance's (300 connects / 5 min, 5 msg/s, 1024 streams), which this
+    # protocol copies: one connect per 2 s per IP, 2 requests/s, 200 streams per connection
+    # (production served a 347-stream subscribe on one connection, dp_exchange changelog).
+    limits=Limits(connects=1, connects_window_s=2.0, messages_per_s=2.0, max_symbols=200),
+    quote_aliases={},  # USD is USD on Gemini; GUSD, USDT and USDC are their own quotes
+    # No idle cut is documented; a ping every 30 s proves the link both ways (its response
+    # is a HEARTBEAT) at 1/60 of the request budget.
+    ping_interval_s=30.0,
+)

@@ -1,0 +1,342 @@
+"""OKX v5 public (``wss://ws.okx.com:8443/ws/v5/public``): the ``tickers`` channel of SPOT pairs.
+
+Every frame but the literal text ``pong`` is JSON of one of two shapes: an event
+(``{"event": ...}``: acks, errors, notices, connection counts) or a push
+(``{"arg": {...}, "data": [...]}``). Both decode into one typed Struct and are told apart by
+``event``. Prices and sizes arrive as strings and stay ``Decimal`` digit for digit; ``""`` means
+"no value" (an untraded pair's ``last``, an empty book side). ``ts`` is epoch milliseconds as a
+string. Fields the adapter does not use are ignored, so additions on the exchange's side do
+not break it.
+
+Errors: every bad frame raises ``InvalidFrame`` with one of three reasons, ``malformed`` (not
+JSON), ``schema`` (JSON of the wrong shape, a bad number or time) or ``unknown_type`` (an event,
+or a push channel, that this adapter does not know); nothing else escapes ``parse``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from itertools import count
+from typing import Annotated, Final
+
+import msgspec
+
+from chrono.errors import InvalidFrame
+from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
+from chrono.model import PriceFeed
+
+SOURCE: Final = "okx"
+CHANNEL: Final = "tickers"
+PING: Final = "ping"  # the literal text, not JSON; the server answers ``pong``
+RECONNECT_NOTICE: Final = "64008"  # "The connection will soon be closed for a service upgrade."
+# The args of one request may total 64 KB (exchanges.md §6). A quarter of that leaves room for
+# the envelope and for however OKX counts; 200 symbols of ~50 bytes each still fit in one.
+MAX_REQUEST_BYTES: Final = 16 * 1024
+_ENVELOPE_BYTES: Final = 64  # {"id":"...","op":"unsubscribe","args":[]} with a long id
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ERROR_INST_ID: Final = re.compile(r"instId:([^\s,]+)")  # in 60018's "...instId:X doesn't exist"
+
+# A decimal as OKX writes it, or "" where it has none; rejects NaN, "1_0", " 1" that Decimal takes.
+Number = Annotated[str, msgspec.Meta(pattern=r"^(-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?)?$")]
+Millis = Annotated[str, msgspec.Meta(pattern=r"^[0-9]+$")]
+
+
+class Arg(msgspec.Struct, frozen=True, rename="camel"):
+    channel: str
+    inst_id: str = ""
+
+
+class Ticker(msgspec.Struct, frozen=True, rename="camel"):
+    """One ``data`` item of a ``tickers`` push: the fields Chrono keeps."""
+
+    inst_type: str
+    inst_id: str
+    last: Number
+    ts: Millis
+    bid_px: Number = ""
+    ask_px: Number = ""
+    vol24h: Number = ""
+
+
+class Message(msgspec.Struct, frozen=True, rename="camel"):
+    """Any JSON frame: an event when ``event`` is set, else a push (``arg`` and ``data``)."""
+
+    event: str | None = None
+    arg: Arg | None = None
+    data: list[Ticker] | None = None
+    code: str = ""
+    msg: str = ""
+    channel: str = ""  # channel-conn-count(-error)
+    conn_count: str = ""
+
+
+_DECODER: Final = msgspec.json.Decoder(Message)
+_KNOWN_EVENTS: Final = frozenset(
+    {"subscribe", "unsubscribe", "error", "notice", "channel-conn-count",
+     "channel-conn-count-error"}
+)  # fmt: skip
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+class _AnyArg(msgspec.Struct):
+    channel: str = ""
+
+
+class _Envelope(msgspec.Struct):
+    """Only read when the full decode failed, to tell an unknown kind from a bad shape."""
+
+    event: str | None = None
+    arg: _AnyArg | None = None
+
+
+_ENVELOPE: Final = msgspec.json.Decoder(_Envelope)
+
+
+def native_symbol(symbol: str) -> str:
+    """Canonical ``BTC/USDT`` -> OKX ``BTC-USDT`` (a SPOT instId)."""
+    return symbol.replace("/", "-")
+
+
+class OkxAdapter:
+    """The OKX protocol for one connection's fixed SPOT pairs. Pure: no I/O, no clock."""
+
+    def __init__(self, symbols: SymbolMap, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self._symbols = symbols
+        self._ids = count(1)  # request ids, echoed in acks and errors
+
+    def subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
+        """``{"id":"1","op":"subscribe","args":[{"channel":"tickers","instId":"BTC-USDT"}]}``.
+
+        Batched to ``MAX_REQUEST_BYTES``. OKX acks a repeated subscribe again (the recording
+        subscribes the same instIds three times and gets three acks each), so a resubscribe is
+        a plain subscribe: no unsubscribe first, which would double its cost against the 480
+        (un)subscribes per connection per hour.
+        """
+        args = [{"channel": CHANNEL, "instId": n} for n in self._symbols.natives(symbols)]
+        return [self._request("subscribe", batch) for batch in _batches(args)]
+
+    def ping_message(self) -> str:
+        """The literal text ``ping``; OKX cuts a link that received nothing for 30 s."""
+        return PING
+
+    def parse(self, frame: str | bytes, received_at: datetime) -> ParsedFrame:
+        """Decode one frame; raise ``InvalidFrame`` (malformed/schema/unknown_type) if bad."""
+        if _is_pong(frame):
+            return ParsedFrame(FrameKind.HEARTBEAT, message="pong")
+        message = _decode(frame)
+        event = message.event
+        if event is None:
+            return self._parse_push(message, received_at)
+        if event == "subscribe":
+            return self._parse_ack(message)
+        if event == "unsubscribe":
+            return ParsedFrame(FrameKind.INFO, message=f"unsubscribed {_arg_text(message)}")
+        if event == "error":
+            return self._parse_error(message)
+        if event == "notice":
+            return _parse_notice(message)
+        if event in ("channel-conn-count", "channel-conn-count-error"):
+            return _parse_conn_count(message)
+        raise InvalidFrame("unknown_type", event)
+
+    def _request(self, op: str, args: list[dict[str, str]]) -> str:
+        request = {"id": str(next(self._ids)), "op": op, "args": args}
+        return _ENCODER.encode(request).decode()
+
+    def _parse_push(self, push: Message, received_at: datetime) -> ParsedFrame:
+        """A ``tickers`` push, one feed per SPOT item of ours (real capture, trimmed)::
+
+            {"arg":{"channel":"tickers","instId":"BTC-USDT"},"data":[{"instType":"SPOT",
+             "instId":"BTC-USDT","last":"30236","lastSz":"0.0002","askPx":"30228.7",
+             "bidPx":"30228.6","vol24h":"17602.13085371","ts":"1652459224956",...}]}
+
+        Items skipped on purpose: an instId this collector does not hold (swaps, futures)
+        ``unknown_symbol``; a non-SPOT item ``not_spot``; an empty ``last`` ``no_price``.
+        """
+        if push.arg is None or push.data is None:
+            raise InvalidFrame("schema", "neither an event nor an arg/data push")
+        if push.arg.channel != CHANNEL:
+            raise InvalidFrame("unknown_type", push.arg.channel)
+        parsed = ParsedFrame(FrameKind.DATA)
+        for item in push.data:
+            symbol = self._symbols.to_canonical(item.inst_id)
+            if symbol is None:
+                parsed.skipped.append("unknown_symbol")
+            elif item.inst_type != "SPOT":
+                parsed.skipped.append("not_spot")
+            elif not item.last:
+                parsed.skipped.append("no_price")
+            else:
+                parsed.feeds.append(self._feed(symbol, item, received_at))
+        return parsed
+
+    def _feed(self, symbol: str, item: Ticker, received_at: datetime) -> PriceFeed:
+        return PriceFeed(
+            symbol=symbol,
+            price=Decimal(item.last),
+            timestamp=_millis(item.ts),
+            received_at=received_at,
+            source=SOURCE,
+            worker_id=self.worker_id,
+            volume=_decimal(item.vol24h),
+            bid=_decimal(item.bid_px),
+            ask=_decimal(item.ask_px),
+            metadata={"native_symbol": item.inst_id, "instType": item.inst_type},
+        )
+
+    def _parse_ack(self, ack: Message) -> ParsedFrame:
+        """One ack per subscribed arg (real capture; current ones add ``id`` and ``connId``)::
+
+            {"event":"subscribe","arg":{"channel":"tickers","instId":"BTC-USDT"}}
+
+        ``message`` is ``channel:instId``; ``symbols`` the canonical one, if it is ours.
+        """
+        if ack.arg is None:
+            raise InvalidFrame("schema", "subscribe event without arg")
+        symbol = self._symbols.to_canonical(ack.arg.inst_id) if ack.arg.channel == CHANNEL else None
+        return ParsedFrame(FrameKind.ACK, message=_arg_text(ack), symbols=_listed(symbol))
+
+    def _parse_error(self, error: Message) -> ParsedFrame:
+        """A refused request; the link stays up (exchanges.md, and as seen on the wire)::
+
+            {"event":"error","msg":"Wrong URL or channel:tickers,instId:BTC-XYZ doesn't
+             exist. Please use the correct URL, channel and parameters referring to API
+             document.","code":"60018","connId":"ed8c407d"}
+
+        ``message`` is ``"<code>: <msg>"``; ``symbols`` the instId the text names, if ours
+        (60018: no such instId; 60012: bad request; 60014: requests too frequent).
+        """
+        found = _ERROR_INST_ID.search(error.msg)
+        symbol = self._symbols.to_canonical(found.group(1)) if found else None
+        text = f"{error.code}: {error.msg}" if error.code else error.msg
+        return ParsedFrame(FrameKind.ERROR, message=text, symbols=_listed(symbol))
+
+
+def _parse_notice(notice: Message) -> ParsedFrame:
+    """Sent 30 s before a service upgrade closes the link (exchanges.md)::
+
+        {"event":"notice","code":"64008","msg":"The connection will soon be closed for a
+         service upgrade. Please reconnect.","connId":"a4d3ae55"}
+
+    64008 is RECONNECT; a notice with another code is INFO. ``message`` is the text.
+    """
+    kind = FrameKind.RECONNECT if notice.code == RECONNECT_NOTICE else FrameKind.INFO
+    return ParsedFrame(kind, message=f"{notice.code}: {notice.msg}")
+
+
+def _parse_conn_count(event: Message) -> ParsedFrame:
+    """How many links a channel has (private channels; OKX's docs)::
+
+        {"event":"channel-conn-count","channel":"orders","connCount":"2","connId":"abcd1234"}
+
+    ``channel-conn-count-error`` (over the cap: the subscription was refused) is an ERROR.
+    """
+    kind = FrameKind.ERROR if event.event == "channel-conn-count-error" else FrameKind.INFO
+    return ParsedFrame(kind, message=f"{event.event} {event.channel}: {event.conn_count}")
+
+
+def _is_pong(frame: str | bytes) -> bool:
+    return frame == (b"pong" if isinstance(frame, bytes) else "pong")
+
+
+def _arg_text(message: Message) -> str:
+    arg = message.arg
+    return "" if arg is None else f"{arg.channel}:{arg.inst_id}"
+
+
+def _listed(symbol: str | None) -> list[str]:
+    return [] if symbol is None else [symbol]
+
+
+def _batches(args: list[dict[str, str]]) -> Iterator[list[dict[str, str]]]:
+    """``args`` in order, split so each request stays within ``MAX_REQUEST_BYTES``."""
+    batch: list[dict[str, str]] = []
+    size = _ENVELOPE_BYTES
+    for arg in args:
+        length = len(_ENCODER.encode(arg)) + 1  # and its comma
+        if batch and size + length > MAX_REQUEST_BYTES:
+            yield batch
+            batch, size = [], _ENVELOPE_BYTES
+        batch.append(arg)
+        size += length
+    if batch:
+        yield batch
+
+
+def _decimal(text: str) -> Decimal | None:
+    """A ``Number`` (already checked by its pattern) or ``None`` for ``""``."""
+    return Decimal(text) if text else None
+
+
+def _millis(text: str) -> datetime:
+    """``ts``, epoch milliseconds, as an aware UTC ``datetime`` (exact: no float)."""
+    try:
+        return _EPOCH + timedelta(milliseconds=int(text))
+    except (OverflowError, ValueError) as exc:  # past year 9999; too many digits for int()
+        raise InvalidFrame("schema", f"ts out of range: {text[:32]}") from exc
+
+
+def _decode(frame: str | bytes) -> Message:
+    """msgspec's errors translated into ``InvalidFrame`` reasons, in this one place."""
+    try:
+        return _DECODER.decode(frame)
+    except msgspec.ValidationError as exc:
+        raise _schema_or_unknown(frame, exc) from exc
+    except (msgspec.DecodeError, UnicodeError) as exc:  # bad JSON, bad UTF-8, lone surrogates
+        raise InvalidFrame("malformed") from exc
+
+
+def _schema_or_unknown(frame: str | bytes, exc: msgspec.ValidationError) -> InvalidFrame:
+    """Classify a failed decode: an unknown event or push channel, else a bad shape."""
+    try:
+        envelope = _ENVELOPE.decode(frame)
+    except msgspec.ValidationError:
+        return InvalidFrame("schema", str(exc))
+    except (msgspec.DecodeError, UnicodeError):
+        return InvalidFrame("malformed")
+    if envelope.event is not None and envelope.event not in _KNOWN_EVENTS:
+        return InvalidFrame("unknown_type", envelope.event)
+    if envelope.event is None and envelope.arg is not None and envelope.arg.channel != CHANNEL:
+        return InvalidFrame("unknown_type", envelope.arg.channel)
+    return InvalidFrame("schema", str(exc))
+
+
+def _limits() -> Limits:
+    """OKX's published limits (exchanges.md §6), with a margin."""
+    return Limits(
+        # 3 connection requests/s per IP: one a second leaves room for anything else on the IP.
+        connects=1,
+        connects_window_s=1.0,
+        # No per-second cap is published for public requests (60014 "requests too frequent"
+        # exists); the binding one is 480 subscribe/unsubscribe per connection per hour:
+        # subscribes_per_hour keeps a margin below it. A connection sends one subscribe request
+        # for all its symbols (max_symbols fit in one MAX_REQUEST_BYTES batch); resubscribes
+        # only follow a symbol that went quiet past its own threshold, each retry waiting twice
+        # as long. Pings do not count towards the 480; they are paced here, once per 20 s.
+        messages_per_s=1.0,
+        subscribes_per_hour=400,
+        # No public per-connection cap is documented (close code 4008 says there is one); 200
+        # tickers pushing at most every 100 ms is <= 2,000 frames/s on one link, and fits one
+        # subscribe request.
+        max_symbols=200,
+    )
+
+
+EXCHANGE: Final = Exchange(
+    name=SOURCE,
+    # The documented URL. [unverified, one blog] OKX stopped accepting port 8443 on
+    # 2026-10-31; if so, configure ``url = "wss://ws.okx.com/ws/v5/public"`` (port 443).
+    default_url="wss://ws.okx.com:8443/ws/v5/public",
+    adapter=OkxAdapter,
+    native_symbol=native_symbol,
+    limits=_limits(),
+    quote_aliases={},  # OKX lists USDT and USDC pairs; USD is not USDT, so quotes stay strict
+    # The server cuts a link with no data for 30 s; a ping every 20 s keeps a quiet link up
+    # and its pong proves it alive.
+    ping_interval_s=20.0,
+    version="v5",
+)
