@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from chrono.exchanges import bitstamp, coinbase, gemini, okx
+from chrono.exchanges import binance, bitstamp, coinbase, gemini, okx
 from chrono.exchanges.base import Adapter, Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
 
 EXCHANGES: dict[str, Exchange] = {
     entry.name: entry
     for entry in (
         coinbase.EXCHANGE,
+        binance.EXCHANGE,
+        binance.US_EXCHANGE,
         bitstamp.EXCHANGE,
         gemini.EXCHANGE,
         okx.EXCHANGE,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chrono.testing.simulators.base import Chaos, SentTick, Simulator
+from chrono.testing.simulators.binance import BinanceSimulator, BinanceUSSimulator
 from chrono.testing.simulators.bitstamp import BitstampSimulator
 from chrono.testing.simulators.coinbase import CoinbaseSimulator
 from chrono.testing.simulators.gemini import GeminiSimulator
@@ -12,6 +13,8 @@ SIMULATORS: dict[str, type[Simulator]] = {
     cls.exchange.name: cls
     for cls in (
         CoinbaseSimulator,
+        BinanceSimulator,
+        BinanceUSSimulator,
         BitstampSimulator,
         GeminiSimulator,
         OkxSimulator,
