@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chrono.exchanges import binance, bitstamp, coinbase, gemini, okx
+from chrono.exchanges import binance, bitstamp, coinbase, gemini, kraken, okx
 from chrono.exchanges.base import Adapter, Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
 
 EXCHANGES: dict[str, Exchange] = {
@@ -11,6 +11,7 @@ EXCHANGES: dict[str, Exchange] = {
         coinbase.EXCHANGE,
         binance.EXCHANGE,
         binance.US_EXCHANGE,
+        kraken.EXCHANGE,
         bitstamp.EXCHANGE,
         gemini.EXCHANGE,
         okx.EXCHANGE,

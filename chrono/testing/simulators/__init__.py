@@ -7,6 +7,7 @@ from chrono.testing.simulators.binance import BinanceSimulator, BinanceUSSimulat
 from chrono.testing.simulators.bitstamp import BitstampSimulator
 from chrono.testing.simulators.coinbase import CoinbaseSimulator
 from chrono.testing.simulators.gemini import GeminiSimulator
+from chrono.testing.simulators.kraken import KrakenSimulator
 from chrono.testing.simulators.okx import OkxSimulator
 
 SIMULATORS: dict[str, type[Simulator]] = {
@@ -15,6 +16,7 @@ SIMULATORS: dict[str, type[Simulator]] = {
         CoinbaseSimulator,
         BinanceSimulator,
         BinanceUSSimulator,
+        KrakenSimulator,
         BitstampSimulator,
         GeminiSimulator,
         OkxSimulator,
