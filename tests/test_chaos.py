@@ -59,7 +59,8 @@ def expected(exchange: str, sim: Simulator) -> set[tuple[str, str, str]]:
     out = set()
     for tick in sim.ticks:
         canonical = symbols.to_canonical(tick.native)
-        assert canonical is not None and tick.time is not None
+        assert canonical is not None
+        assert tick.time is not None
         out.add((canonical, tick.price, tick.time.isoformat()))
     return out
 
@@ -74,9 +75,7 @@ def stored(db: Path) -> dict[str, list[tuple[str, str, str]]]:
 
 
 def flowing(status: dict[str, Any]) -> bool:
-    return all(
-        c["state"] == "streaming" and not c["stale_symbols"] for c in status["collectors"]
-    )
+    return all(c["state"] == "streaming" and not c["stale_symbols"] for c in status["collectors"])
 
 
 async def test_chaos_against_every_exchange(tmp_path: Path, nursery: trio.Nursery) -> None:

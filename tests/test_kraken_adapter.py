@@ -426,7 +426,9 @@ def test_v2_subscribe_and_resubscribe_messages() -> None:
         },
         "req_id": 1,
     }
-    unsubscribe, subscribe = map(json.loads, adapter.subscribe_messages(["DOGE/USD"]))
+    unsubscribe, subscribe = map(
+        json.loads, adapter.subscribe_messages(["DOGE/USD"], resubscribe=True)
+    )
     assert unsubscribe == {
         "method": "unsubscribe",
         "params": {"channel": "ticker", "symbol": ["DOGE/USD"]},
@@ -446,7 +448,9 @@ def test_v1_subscribe_and_resubscribe_messages() -> None:
         "subscription": {"name": "ticker"},
         "reqid": 1,
     }
-    again = [json.loads(m) for m in adapter.subscribe_messages(["ETH/BTC", "BTC/USD"])]
+    again = [
+        json.loads(m) for m in adapter.subscribe_messages(["ETH/BTC", "BTC/USD"], resubscribe=True)
+    ]
     assert [(m["event"], m["pair"], m["reqid"]) for m in again] == [
         ("unsubscribe", ["ETH/XBT", "XBT/USD"], 2),
         ("subscribe", ["ETH/XBT", "XBT/USD"], 3),
@@ -468,7 +472,7 @@ def test_subscribes_are_batched(version: str) -> None:
     assert [len(b) for b in batches] == [BATCH_SYMBOLS] * (len(symbols) // BATCH_SYMBOLS)
     assert [symbol for batch in batches for symbol in batch] == symbols
     quiet = symbols[: BATCH_SYMBOLS + 1]
-    again = [listed(m) for m in adapter.subscribe_messages(quiet)]
+    again = [listed(m) for m in adapter.subscribe_messages(quiet, resubscribe=True)]
     assert again == [quiet[:BATCH_SYMBOLS]] * 2 + [quiet[BATCH_SYMBOLS:]] * 2
 
 

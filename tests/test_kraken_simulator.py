@@ -72,8 +72,8 @@ class Link:
             feeds += (await self.next()).feeds
         return feeds
 
-    async def subscribe(self, symbols: list[str]) -> None:
-        for message in self.adapter.subscribe_messages(symbols):
+    async def subscribe(self, symbols: list[str], *, resubscribe: bool = False) -> None:
+        for message in self.adapter.subscribe_messages(symbols, resubscribe=resubscribe):
             await self.ws.send(message)
 
 
@@ -253,13 +253,13 @@ async def test_duplicate_subscribe_is_refused_and_resubscribe_works(
             link = Link(ws, version)
             await link.subscribe(PAIRS)
             await sim.wait_subscribed(2)
-            await link.subscribe(PAIRS)  # the whole map: a plain subscribe, refused twice
+            await link.subscribe(PAIRS)  # a plain subscribe again: refused twice
             errors = [await link.until(FrameKind.ERROR) for _ in PAIRS]
             assert [(e.symbols, e.message.endswith(refusal)) for e in errors] == [
                 (["BTC/USD"], True),
                 (["ETH/USD"], True),
             ]
-            await link.subscribe(["BTC/USD"])  # a subset: unsubscribe first
+            await link.subscribe(["BTC/USD"], resubscribe=True)  # unsubscribe first
             assert (await link.until(FrameKind.INFO)).message.startswith("unsubscribed")
             assert (await link.until(FrameKind.ACK)).symbols == ["BTC/USD"]
             snapshot = await link.next()
@@ -289,7 +289,7 @@ async def test_mute_acks_but_sends_nothing_until_resubscribed(
                 feeds += parsed.feeds
             assert sorted(acked) == PAIRS
             assert {feed.symbol for feed in feeds} == {"ETH/USD"}
-            await link.subscribe(["BTC/USD"])
+            await link.subscribe(["BTC/USD"], resubscribe=True)
             while not any(f.symbol == "BTC/USD" for f in (await link.next()).feeds):
                 pass
 

@@ -223,7 +223,7 @@ class _Monitor:
     async def _resubscribe(self, symbols: list[str]) -> None:
         """Subscribe ``symbols`` again; within the hourly cap, else only the wait grows."""
         link = self.session.link
-        messages = link.adapter.subscribe_messages(symbols)
+        messages = link.adapter.subscribe_messages(symbols, resubscribe=True)
         allowed = self.subscribes.try_take(len(messages))
         log.warning(
             "%s: no data for %s: %s", link.worker_id, ", ".join(symbols),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chrono.exchanges import binance, bitstamp, coinbase, gemini, kraken, okx
+from chrono.exchanges import binance, bitstamp, bybit, coinbase, gemini, kraken, okx
 from chrono.exchanges.base import Adapter, Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
 
 EXCHANGES: dict[str, Exchange] = {
@@ -15,6 +15,7 @@ EXCHANGES: dict[str, Exchange] = {
         bitstamp.EXCHANGE,
         gemini.EXCHANGE,
         okx.EXCHANGE,
+        bybit.EXCHANGE,
     )
 }
 

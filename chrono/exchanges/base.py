@@ -82,12 +82,13 @@ class SymbolMap:
 class Adapter(Protocol):
     """One exchange connection's protocol, for a fixed set of symbols."""
 
-    def subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
+    def subscribe_messages(self, symbols: Sequence[str], *, resubscribe: bool = False) -> list[str]:
         """Text frames that subscribe ``symbols`` (canonical, a subset of the map's).
 
         Batched within the exchange's per-message limits (Bybit 10 args, Binance streams per
-        request); called again with a subset to resubscribe symbols that went quiet, so a
-        protocol that refuses a repeated subscribe puts an unsubscribe first.
+        request). ``resubscribe``: the symbols are subscribed on this connection already but
+        went quiet, so a protocol that refuses a repeated subscribe puts an unsubscribe first;
+        without it, the connection is new.
         """
         ...
 

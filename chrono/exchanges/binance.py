@@ -126,7 +126,7 @@ class BinanceAdapter:
         self._next_id = 1
         self._pending: dict[int, list[str]] = {}
 
-    def subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
+    def subscribe_messages(self, symbols: Sequence[str], *, resubscribe: bool = False) -> list[str]:
         """``SUBSCRIBE`` requests of up to ``MAX_STREAMS_PER_REQUEST`` streams each::
 
             {"method":"SUBSCRIBE","params":["btcusdt@ticker","ethusdt@ticker"],"id":1}

@@ -146,7 +146,7 @@ class BitstampAdapter:
         self._symbols = symbols
         self._top: dict[str, tuple[Decimal | None, Decimal | None]] = {}  # native -> (bid, ask)
 
-    def subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
+    def subscribe_messages(self, symbols: Sequence[str], *, resubscribe: bool = False) -> list[str]:
         """Two frames per pair (Bitstamp takes one channel per message): book, then trades.
 
         The book goes first so its snapshot is cached before the pair's first trade arrives.

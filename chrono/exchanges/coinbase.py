@@ -98,7 +98,7 @@ class CoinbaseAdapter:
         self.worker_id = worker_id
         self._symbols = symbols
 
-    def subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
+    def subscribe_messages(self, symbols: Sequence[str], *, resubscribe: bool = False) -> list[str]:
         """One subscribe, products listed per channel.
 
         Per-channel lists are explicit on purpose: an empty per-channel list overrides a

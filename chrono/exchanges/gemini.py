@@ -107,7 +107,7 @@ class GeminiAdapter:
         self._next_id = 0
         self._pending: OrderedDict[str, _Request] = OrderedDict()
 
-    def subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
+    def subscribe_messages(self, symbols: Sequence[str], *, resubscribe: bool = False) -> list[str]:
         """One ``subscribe`` per ``MAX_STREAMS_PER_REQUEST`` streams.
 
         No unsubscribe first: exchanges.md does not say Gemini refuses a repeated subscribe

@@ -225,10 +225,10 @@ class _KrakenAdapter:
         self._symbols = symbols
         self._req_ids = itertools.count(1)
 
-    def subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
-        """One subscribe per ``BATCH_SYMBOLS`` pairs; a subset gets an unsubscribe first."""
+    def subscribe_messages(self, symbols: Sequence[str], *, resubscribe: bool = False) -> list[str]:
+        """One subscribe per ``BATCH_SYMBOLS`` pairs; a resubscribe unsubscribes first
+        (Kraken refuses a pair the connection holds: "Already subscribed")."""
         natives = self._symbols.natives(symbols)
-        resubscribe = set(symbols) != set(self._symbols.canonical)
         messages = []
         for start in range(0, len(natives), BATCH_SYMBOLS):
             batch = natives[start : start + BATCH_SYMBOLS]

@@ -108,7 +108,7 @@ class OkxAdapter:
         self._symbols = symbols
         self._ids = count(1)  # request ids, echoed in acks and errors
 
-    def subscribe_messages(self, symbols: Sequence[str]) -> list[str]:
+    def subscribe_messages(self, symbols: Sequence[str], *, resubscribe: bool = False) -> list[str]:
         """``{"id":"1","op":"subscribe","args":[{"channel":"tickers","instId":"BTC-USDT"}]}``.
 
         Batched to ``MAX_REQUEST_BYTES``. OKX acks a repeated subscribe again (the recording

@@ -5,6 +5,7 @@ from __future__ import annotations
 from chrono.testing.simulators.base import Chaos, SentTick, Simulator
 from chrono.testing.simulators.binance import BinanceSimulator, BinanceUSSimulator
 from chrono.testing.simulators.bitstamp import BitstampSimulator
+from chrono.testing.simulators.bybit import BybitSimulator
 from chrono.testing.simulators.coinbase import CoinbaseSimulator
 from chrono.testing.simulators.gemini import GeminiSimulator
 from chrono.testing.simulators.kraken import KrakenSimulator
@@ -20,6 +21,7 @@ SIMULATORS: dict[str, type[Simulator]] = {
         BitstampSimulator,
         GeminiSimulator,
         OkxSimulator,
+        BybitSimulator,
     )
 }
 
