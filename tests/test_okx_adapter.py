@@ -87,7 +87,11 @@ def test_registry_entry() -> None:
     assert EXCHANGE.quote_aliases == {}
     assert EXCHANGE.ping_interval_s == 20.0
     assert EXCHANGE.limits == Limits(
-        connects=1, connects_window_s=1.0, messages_per_s=1.0, max_symbols=200
+        connects=1,
+        connects_window_s=1.0,
+        messages_per_s=1.0,
+        max_symbols=200,
+        subscribes_per_hour=400,  # below OKX's 480 per connection per hour
     )
     assert isinstance(EXCHANGE.adapter(EXCHANGE.symbol_map(["ETH/BTC"]), "w"), OkxAdapter)
     assert adapter().ping_message() == "ping"
