@@ -67,10 +67,10 @@ def expected_rows(name: str, sim: Simulator) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-async def run(feeds: int) -> dict[str, Any]:
+async def run(feeds: int, exchanges: list[str]) -> dict[str, Any]:
     sims = {
-        name: cls(symbols=EXCHANGES[name].symbol_map(symbols_for(name)).natives())
-        for name, cls in SIMULATORS.items()
+        name: SIMULATORS[name](symbols=EXCHANGES[name].symbol_map(symbols_for(name)).natives())
+        for name in exchanges
     }
     async with trio.open_nursery() as nursery:
         for sim in sims.values():
@@ -85,8 +85,9 @@ async def run(feeds: int) -> dict[str, Any]:
             config.write_text(text)
             async with open_bench_chrono(config) as chrono:
                 with trio.fail_after(60):
-                    for sim in sims.values():
-                        await sim.wait_subscribed(1)
+                    for sim in sims.values():  # every market's data channel, not one ack
+                        while not _fully_subscribed(sim):
+                            await trio.sleep(0.05)
                 db = ReadOnlyDb(Path(tmp) / "chrono.db")
                 try:
                     result = await _burst(sims, db, feeds)
@@ -99,6 +100,13 @@ async def run(feeds: int) -> dict[str, Any]:
     return result
 
 
+def _fully_subscribed(sim: Simulator) -> bool:
+    return any(
+        all((sim.data_channel, native) in client.topics for native in sim.markets)
+        for client in sim.clients
+    )
+
+
 async def _burst(sims: dict[str, Simulator], db: ReadOnlyDb, feeds: int) -> dict[str, Any]:
     total = feeds * len(sims)
     start = trio.current_time()
@@ -106,7 +114,11 @@ async def _burst(sims: dict[str, Simulator], db: ReadOnlyDb, feeds: int) -> dict
         for sim in sims.values():
             nursery.start_soon(sim.send_burst, feeds)
     start_epoch = min(min(t.time for t in s.ticks if t.time) for s in sims.values()).timestamp()
-    await db.wait_count(total, timeout_s=max(120.0, total / 1000))
+    try:
+        await db.wait_count(total, timeout_s=max(60.0, total / 2000))
+    except BenchError as exc:
+        counts = await db.query("SELECT source, count(*) FROM price_feeds GROUP BY source")
+        raise BenchError(f"{exc}; by source: {dict(counts)}") from None
     wall_s = trio.current_time() - start
     stored = await db.query("SELECT source, symbol, price, timestamp FROM price_feeds")
     expected = [row for name, sim in sims.items() for row in expected_rows(name, sim)]
@@ -135,10 +147,11 @@ async def _burst(sims: dict[str, Simulator], db: ReadOnlyDb, feeds: int) -> dict
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--feeds", type=int, default=25_000, help="frames per exchange")
+    parser.add_argument("--exchanges", default=",".join(SIMULATORS), help="comma-separated")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     try:
-        result = trio.run(run, args.feeds)
+        result = trio.run(run, args.feeds, args.exchanges.split(","))
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1

@@ -36,7 +36,7 @@ from _floor import PRODUCTS, SUBSCRIBE_TIMEOUT_S, floor_client, measure_floor, p
 
 from chrono.config import BatchConfig
 from chrono.store.sqlite import format_time as stored_time
-from chrono.testing.simulators.coinbase import CoinbaseSimulator, SentTick
+from chrono.testing.simulators import CoinbaseSimulator, SentTick
 
 PACE_S: Final = 0.01  # the steady phase writes the trades due every 10 ms
 SETTLE_S: Final = 15.0  # after the steady phase, beyond the batch interval, for the last rows

@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from itertools import cycle, islice
+from itertools import cycle
 from time import perf_counter
 from typing import Any
 
-from chrono.exchanges import EXCHANGES, Exchange
+from chrono.errors import InvalidFrame
+from chrono.exchanges import EXCHANGES, Adapter, Exchange
 from chrono.model import utc_now
 from chrono.testing.simulators import SIMULATORS
 
@@ -25,16 +26,24 @@ SYMBOLS = ("BTC/USD", "ETH/USD", "SOL/USD")
 USDT_ONLY = {"okx", "bybit"}
 
 
-def frames_for(name: str, exchange: Exchange, count: int) -> list[bytes]:
-    """``count`` data frames as the simulator of ``name`` renders them."""
-    quote = "USDT" if name in USDT_ONLY else "USD"
-    symbols = [s.replace("/USD", f"/{quote}") for s in SYMBOLS]
-    sim = SIMULATORS[name](symbols=exchange.symbol_map(symbols).natives())
-    frames = []
-    for market in islice(cycle(sim.markets.values()), count):
-        for channel, frame in sim.render(market, market.trade()):
-            if channel == sim.data_channel:
+def frames_for(name: str, adapter: Adapter, symbols: list[str], count: int) -> list[bytes]:
+    """``count`` data frames as the simulator of ``name`` renders them, of the kinds this
+    adapter turns into feeds (a simulator renders every channel and wire version it serves)."""
+    sim = SIMULATORS[name](symbols=EXCHANGES[name].symbol_map(symbols).natives())
+    frames: list[bytes] = []
+    received_at = utc_now()
+    for market in cycle(sim.markets.values()):
+        for _channel, frame in sim.render(market, market.trade()):
+            try:
+                feeds = adapter.parse(frame, received_at).feeds
+            except InvalidFrame:
+                continue
+            if feeds:
                 frames.append(frame)
+        if len(frames) >= count:
+            return frames[:count]
+        if not frames and market.trade_id > 10_000:
+            raise SystemExit(f"bench failed: {name}: no rendered frame makes a feed")
     return frames
 
 
@@ -42,7 +51,7 @@ def measure(name: str, exchange: Exchange, count: int, repeat: int) -> dict[str,
     quote = "USDT" if name in USDT_ONLY else "USD"
     symbols = [s.replace("/USD", f"/{quote}") for s in SYMBOLS]
     adapter = exchange.adapter(exchange.symbol_map(symbols), "bench")
-    frames = frames_for(name, exchange, count)
+    frames = frames_for(name, adapter, symbols, count)
     received_at = utc_now()
     best = float("inf")
     feeds = 0
