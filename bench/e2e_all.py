@@ -86,7 +86,7 @@ async def run(feeds: int, exchanges: list[str]) -> dict[str, Any]:
             async with open_bench_chrono(config) as chrono:
                 with trio.fail_after(60):
                     for sim in sims.values():  # every market's data channel, not one ack
-                        while not _fully_subscribed(sim):
+                        while not _fully_subscribed(sim):  # noqa: ASYNC110 - no event for it
                             await trio.sleep(0.05)
                 db = ReadOnlyDb(Path(tmp) / "chrono.db")
                 try:
