@@ -17,14 +17,9 @@ import pytest
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import FrameKind, ParsedFrame
-from chrono.exchanges.kraken import (
-    BATCH_SYMBOLS,
-    EXCHANGE,
-    V1_EXCHANGE,
-    KrakenAdapter,
-    KrakenV1Adapter,
-    canonical_symbol,
-)
+from chrono.exchanges.kraken import EXCHANGE, KrakenAdapter
+from chrono.exchanges.kraken_common import BATCH_SYMBOLS, canonical_symbol
+from chrono.exchanges.kraken_v1 import V1_EXCHANGE, KrakenV1Adapter
 from chrono.model import PriceFeed
 from tests.captures import received, sent
 

@@ -37,7 +37,8 @@ import msgspec
 import trio
 
 from chrono.exchanges.base import Exchange
-from chrono.exchanges.kraken import EXCHANGE, canonical_symbol, v1_native_symbol
+from chrono.exchanges.kraken import EXCHANGE
+from chrono.exchanges.kraken_common import canonical_symbol, v1_native_symbol
 from chrono.testing.simulators.base import (
     Client,
     Market,
