@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import math
 import random
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from itertools import cycle, islice
-from time import time_ns
 from typing import Any, ClassVar, Final
 from urllib.parse import urlsplit
 
@@ -41,172 +38,32 @@ from websockets.trio.server import Server, ServerConnection
 from websockets.trio.server import serve as serve_websockets
 
 from chrono.exchanges.base import Exchange
+from chrono.testing.simulators.client import Client, chunks, text_frame
+from chrono.testing.simulators.market import (
+    Market,
+    SentTick,
+    Trade,
+    fixed,
+    now_us,
+    scaled,
+)
 
-# Frames a client may lag behind before it is dropped as a slow consumer; bounds memory per client.
-OUTBOX_FRAMES: Final = 10_000
+__all__ = [
+    "Chaos",
+    "Client",
+    "Market",
+    "SentTick",
+    "Simulator",
+    "Trade",
+    "fixed",
+    "now_us",
+    "scaled",
+    "text_frame",
+]
+
 # Bytes per socket write in send_burst: large enough that the Trio cost is paid per chunk.
 BURST_CHUNK_BYTES: Final = 64 * 1024
 MIN_WAKE_S: Final = 0.005  # the tick loop wakes at most this often; faster rates batch trades
-_START_UNITS: Final = {"BTC": 67_234_56, "XBT": 67_234_56, "ETH": 3_456_78, "SOL": 145_67}
-
-
-@dataclass(frozen=True, slots=True)
-class SentTick:
-    """One generated trade as its data frame spelled it.
-
-    ``time`` is the exchange time the frame carries (UTC, at the exchange's resolution), or
-    ``None`` where the exchange sends none (Kraken v1: the collector stamps receipt time).
-    """
-
-    native: str
-    price: str
-    time: datetime | None
-    trade_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Trade:
-    """One trade on a market, in integer units; simulators format it their exchange's way."""
-
-    cents: int  # price in 1/100 of the quote
-    bid_cents: int
-    ask_cents: int
-    size: int  # base amount in 1e-8
-    volume: int  # rolling 24 h base volume in 1e-8
-    open_cents: int
-    high_cents: int
-    low_cents: int
-    time_us: int  # exchange time, µs since the epoch
-    trade_id: int
-    sequence: int
-    buy: bool
-
-    @property
-    def time(self) -> datetime:
-        return datetime.fromtimestamp(self.time_us // 1_000_000, UTC).replace(
-            microsecond=self.time_us % 1_000_000
-        )
-
-
-def fixed(units: int, places: int) -> str:
-    """``units`` of 10**-places as a decimal string with exactly ``places`` digits."""
-    whole, fraction = divmod(units, 10**places)
-    return f"{whole}.{fraction:0{places}d}" if places else str(whole)
-
-
-def scaled(cents: int, places: int) -> str:
-    """A price in cents written with ``places`` decimals (``places`` >= 2)."""
-    return fixed(cents * 10 ** (places - 2), places)
-
-
-def now_us() -> int:
-    return time_ns() // 1000
-
-
-class Market:
-    """One native symbol's book, shared by every client: the source of its trades."""
-
-    def __init__(
-        self, native: str, base: str, rng: random.Random, *, resolution_us: int = 1
-    ) -> None:
-        self.native = native
-        self._random = rng.random
-        self._resolution_us = resolution_us
-        self._cents = self._open = self._low = self._high = _START_UNITS.get(base.upper(), 10_000)
-        self._step = max(1, self._cents // 20_000)  # a price step is about 0.005 %
-        self._volume = 0
-        self.sequence = rng.randint(10**8, 9 * 10**8)
-        self.trade_id = rng.randint(10**5, 9 * 10**5)
-        self._time_us = 0
-        self.last: Trade | None = None
-
-    def trade(self) -> Trade:
-        """A new trade: the price walks one step; ``trade_id`` and time strictly increase."""
-        r, step = self._random, self._step
-        cents = self._cents = max(1, self._cents + round((2 * r() - 1) * step))
-        self._low, self._high = min(self._low, cents), max(self._high, cents)
-        size = 1 + int(r() * 10**8)
-        self._volume += size
-        self.trade_id += 1
-        self.sequence += 1 + int(r() * 20)
-        res = self._resolution_us
-        self._time_us = max(now_us() // res * res, self._time_us + res)
-        bid = max(1, cents - int(r() * step))
-        self.last = Trade(
-            cents=cents,
-            bid_cents=bid,
-            ask_cents=max(bid + 1, cents),
-            size=size,
-            volume=self._volume,
-            open_cents=self._open,
-            high_cents=self._high,
-            low_cents=self._low,
-            time_us=self._time_us,
-            trade_id=self.trade_id,
-            sequence=self.sequence,
-            buy=r() < 0.5,
-        )
-        return self.last
-
-
-Outgoing = tuple[str | bytes, bool, bool]  # (frame, sent as text, is a subscription ack)
-
-
-class Client:
-    """One connection: its topics, its protocol state and its outbox."""
-
-    def __init__(self, ws: ServerConnection) -> None:
-        self.ws = ws
-        self.path = ws.request.path if ws.request is not None else "/"
-        self.opened_at = trio.current_time()
-        self.topics: set[tuple[str, str]] = set()  # (channel, native) pairs that get data
-        self.muted: set[tuple[str, str]] = set()  # acked, but nothing is ever delivered
-        self.state: dict[str, Any] = {}  # the protocol's own per-connection state
-        self.subscribed = False  # a subscribe succeeded: the subscribe timeout no longer applies
-        self.dropped = False
-        self.scope = trio.CancelScope()
-        self.write_lock = trio.Lock()  # held by the outbox writer and by send_burst
-        self._send, self.outbox = trio.open_memory_channel[Outgoing](OUTBOX_FRAMES)
-
-    def push(self, data: str | bytes, *, text: bool = True, ack: bool = False) -> None:
-        """Queue a frame; a client this far behind is dropped, as a slow consumer."""
-        try:
-            self._send.send_nowait((data, text, ack))
-        except trio.WouldBlock:
-            self.drop()
-
-    def drop(self) -> None:
-        """End the connection with no close frame: the peer sees 1006."""
-        self.dropped = True
-        self.scope.cancel()
-
-    def close(self) -> None:
-        self._send.close()
-        self.outbox.close()
-
-
-def text_frame(payload: bytes) -> bytes:
-    """An unmasked server text frame (RFC 6455 §5.2): a burst skips the per-frame protocol call."""
-    n = len(payload)
-    if n < 126:
-        return struct.pack("!BB", 0x81, n) + payload
-    if n < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, n) + payload
-    return struct.pack("!BBQ", 0x81, 127, n) + payload
-
-
-def _chunks(frames: Sequence[bytes], limit: int) -> list[bytes]:
-    """Frames joined into writes of about ``limit`` bytes."""
-    out, chunk, size = [], [], 0
-    for frame in frames:
-        chunk.append(frame)
-        size += len(frame)
-        if size >= limit:
-            out.append(b"".join(chunk))
-            chunk, size = [], 0
-    if chunk:
-        out.append(b"".join(chunk))
-    return out
 
 
 @dataclass(slots=True)
@@ -537,7 +394,7 @@ class Simulator:
         """Pre-encoded frames straight to the socket, every other writer held off meanwhile."""
         ws = client.ws
         async with client.write_lock, ws.send_lock:
-            for chunk in _chunks(frames, BURST_CHUNK_BYTES):
+            for chunk in chunks(frames, BURST_CHUNK_BYTES):
                 if ws.protocol.state is not OPEN:
                     return
                 try:
