@@ -1,6 +1,7 @@
 """What every exchange simulator shares: markets, clients, the tick loop and the chaos knobs.
 
-A simulator is a real WebSocket server on loopback. This base owns the exchange-neutral parts:
+A simulator is a real WebSocket server on loopback. This base holds the exchange-neutral parts
+(markets in ``market.py``, connections in ``client.py``):
 
 - one ``Market`` per native symbol (a random walk; ``trade_id`` and time strictly increase),
   shared by every client, so one trade is broadcast to all its subscribers as on an exchange;
