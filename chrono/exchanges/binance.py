@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import decimal
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
 from types import MappingProxyType
-from typing import Annotated, ClassVar, Final, TypeVar
+from typing import Annotated, ClassVar, Final
 
 import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
+from chrono.exchanges.decoding import MS_US, decode, from_epoch
 from chrono.model import PriceFeed
 
 SOURCE: Final = "binance"
@@ -48,7 +49,6 @@ _MID_CONTEXT: Final = decimal.Context(
     prec=60, traps=[decimal.InvalidOperation, decimal.Inexact, decimal.Overflow]
 )
 
-_T = TypeVar("_T")
 EpochMs = Annotated[int, msgspec.Meta(ge=0)]
 
 
@@ -147,7 +147,7 @@ class BinanceAdapter:
 
     def parse(self, frame: str | bytes, received_at: datetime) -> ParsedFrame:
         """Decode one frame; raise ``InvalidFrame`` (malformed/schema/unknown_type) if bad."""
-        envelope = _decode(_ENVELOPE, frame)
+        envelope = decode(_ENVELOPE, frame)
         if envelope.stream is not None:
             return self._parse_stream(envelope.stream, envelope.data, received_at)
         if envelope.error is not None:
@@ -235,7 +235,7 @@ class TickerAdapter(BinanceAdapter):
         Priced at the last trade ``c``, stamped with the event time ``E`` (ms). A zero ``c``
         (no trade yet) is skipped as ``no_price``; a zero bid or ask is no quote (``None``).
         """
-        ticker = _decode(_TICKER, data)
+        ticker = decode(_TICKER, data)
         symbol = self._symbols.to_canonical(ticker.s)
         if symbol is None:
             return ParsedFrame(FrameKind.DATA, skipped=["unknown_symbol"])
@@ -244,7 +244,7 @@ class TickerAdapter(BinanceAdapter):
         feed = PriceFeed(
             symbol=symbol,
             price=ticker.c,
-            timestamp=_from_ms(ticker.E),
+            timestamp=from_epoch(ticker.E, MS_US),
             received_at=received_at,
             source=self.source,
             worker_id=self.worker_id,
@@ -275,7 +275,7 @@ class BookTickerAdapter(BinanceAdapter):
         Priced at the exact mid ``(b + a) / 2``, stamped ``received_at``; ``metadata["price"]``
         says so. A side that is empty or zero is skipped as ``no_quote``.
         """
-        book = _decode(_BOOK_TICKER, data)
+        book = decode(_BOOK_TICKER, data)
         symbol = self._symbols.to_canonical(book.s)
         if symbol is None:
             return ParsedFrame(FrameKind.DATA, skipped=["unknown_symbol"])
@@ -304,24 +304,6 @@ def _parse_shutdown() -> ParsedFrame:
     Bare on a raw connection: ``{"e":"serverShutdown","E":1770123456789}``.
     """
     return ParsedFrame(FrameKind.RECONNECT, message="serverShutdown")
-
-
-def _decode(decoder: msgspec.json.Decoder[_T], frame: bytes | str) -> _T:
-    """msgspec's errors translated into ``InvalidFrame`` reasons, in this one place."""
-    try:
-        return decoder.decode(frame)
-    except msgspec.ValidationError as exc:
-        raise InvalidFrame("schema", str(exc)) from exc
-    except (msgspec.DecodeError, UnicodeError) as exc:  # bad JSON, bad UTF-8, lone surrogates
-        raise InvalidFrame("malformed") from exc
-
-
-def _from_ms(epoch_ms: int) -> datetime:
-    """Exact: no float on the way (``fromtimestamp`` would round some milliseconds)."""
-    try:
-        return _EPOCH + timedelta(milliseconds=epoch_ms)
-    except OverflowError as exc:
-        raise InvalidFrame("schema", f"time out of range: {epoch_ms}") from exc
 
 
 def _quote(value: Decimal | None) -> Decimal | None:

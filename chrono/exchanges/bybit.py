@@ -37,12 +37,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import ClassVar, Final, TypeVar
+from typing import ClassVar, Final
 
 import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
+from chrono.exchanges.decoding import decode
 from chrono.model import PriceFeed
 
 SOURCE: Final = "bybit"
@@ -93,7 +94,6 @@ class LinearTicker(msgspec.Struct, frozen=True):
     volume_24h: Decimal | None = msgspec.field(default=None, name="volume24h")
 
 
-_T = TypeVar("_T")
 _ENVELOPE: Final = msgspec.json.Decoder(Envelope)
 _SPOT: Final = msgspec.json.Decoder(SpotTicker)
 _LINEAR: Final = msgspec.json.Decoder(LinearTicker)
@@ -140,7 +140,7 @@ class BybitAdapter:
 
     def parse(self, frame: str | bytes, received_at: datetime) -> ParsedFrame:
         """Decode one frame; raise ``InvalidFrame`` (malformed/schema/unknown_type) if bad."""
-        message = _decode(frame, _ENVELOPE)
+        message = decode(_ENVELOPE, frame)
         if message.topic is not None:
             return self._parse_data(message, received_at)
         if message.op is not None or message.success is not None:
@@ -170,7 +170,7 @@ class BybitAdapter:
         """
         if message.type != "snapshot":
             raise InvalidFrame("unknown_type", f"spot tickers {message.type}")
-        ticker = _decode(message.data, _SPOT)
+        ticker = decode(_SPOT, message.data)
         symbol = self._symbols.to_canonical(ticker.symbol)
         if symbol is None:
             return ParsedFrame(FrameKind.DATA, skipped=["unknown_symbol"])
@@ -289,7 +289,7 @@ class BybitLinearAdapter(BybitAdapter):
         Each snapshot, and each delta that moves the last price or the top of book, yields a
         feed from the merged state at the frame's ``ts``.
         """
-        ticker = _decode(message.data, _LINEAR)
+        ticker = decode(_LINEAR, message.data)
         native = ticker.symbol
         symbol = self._symbols.to_canonical(native)
         if symbol is None:
@@ -327,16 +327,6 @@ def _merge(state: LinearTicker, delta: LinearTicker) -> LinearTicker:
 
 def _newer(new: Decimal | None, old: Decimal | None) -> Decimal | None:
     return old if new is None else new
-
-
-def _decode(frame: str | bytes | msgspec.Raw, decoder: msgspec.json.Decoder[_T]) -> _T:
-    """msgspec's errors translated into ``InvalidFrame`` reasons, in this one place."""
-    try:
-        return decoder.decode(frame)
-    except msgspec.ValidationError as exc:
-        raise InvalidFrame("schema", str(exc)) from exc
-    except (msgspec.DecodeError, UnicodeError) as exc:  # bad JSON, bad UTF-8, lone surrogates
-        raise InvalidFrame("malformed") from exc
 
 
 def _ms_to_utc(ms: int) -> datetime:

@@ -13,7 +13,7 @@ ticker that products with no trades send.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Final
 
@@ -21,6 +21,7 @@ import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
+from chrono.exchanges.decoding import as_utc
 from chrono.model import PriceFeed, to_symbol
 
 SOURCE: Final = "coinbase"
@@ -145,7 +146,7 @@ class CoinbaseAdapter:
         feed = PriceFeed(
             symbol=symbol,
             price=ticker.price,
-            timestamp=_as_utc(ticker.time),
+            timestamp=as_utc(ticker.time),
             received_at=received_at,
             source=SOURCE,
             worker_id=self.worker_id,
@@ -222,16 +223,6 @@ def _schema_or_unknown(frame: str | bytes, exc: msgspec.ValidationError) -> Inva
     if kind in _KNOWN_TYPES:
         return InvalidFrame("schema", str(exc))
     return InvalidFrame("unknown_type", kind)
-
-
-def _as_utc(time: datetime) -> datetime:
-    """Coinbase sends ``Z``; any other offset is converted so every timestamp reads as UTC."""
-    if time.tzinfo is UTC:
-        return time
-    try:
-        return time.astimezone(UTC)
-    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00
-        raise InvalidFrame("schema", f"time out of range: {time.isoformat()}") from exc
 
 
 EXCHANGE: Final = Exchange(

@@ -28,6 +28,7 @@ from msgspec import UNSET, UnsetType
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
+from chrono.exchanges.decoding import decode
 from chrono.model import PriceFeed, decimal_text
 
 SOURCE: Final = "gemini"
@@ -252,13 +253,8 @@ def _result_text(response: Frame) -> str:
 
 
 def _decode(frame: str | bytes) -> Frame:
-    """msgspec's errors translated into ``InvalidFrame`` reasons, in this one place."""
-    try:
-        return _DECODER.decode(frame)
-    except msgspec.ValidationError as exc:  # JSON, but not an object of the known shapes
-        raise InvalidFrame("schema", str(exc)) from exc
-    except (msgspec.DecodeError, UnicodeError) as exc:  # bad JSON, bad UTF-8, lone surrogates
-        raise InvalidFrame("malformed") from exc
+    """A frame of any of the known shapes; ``InvalidFrame`` if it is none."""
+    return decode(_DECODER, frame)
 
 
 EXCHANGE: Final = Exchange(

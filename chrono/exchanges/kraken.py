@@ -27,13 +27,12 @@ import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, ParsedFrame
+from chrono.exchanges.decoding import as_utc, decode
 from chrono.exchanges.kraken_common import (
     _LIMITS,
     _PING_INTERVAL_S,
     SOURCE,
     KrakenAdapterBase,
-    _as_utc,
-    _decode,
     _encode,
     native_symbol,
 )
@@ -171,7 +170,7 @@ class KrakenAdapter(KrakenAdapterBase):
             if symbol is None or tick.last is None:
                 parsed.skipped.append("unknown_symbol" if symbol is None else "no_price")
                 continue
-            time = received_at if tick.timestamp is None else _as_utc(tick.timestamp)
+            time = received_at if tick.timestamp is None else as_utc(tick.timestamp)
             book = (tick.bid, tick.ask, tick.volume)
             feed = self._feed(
                 symbol, tick.symbol, tick.last, time=time, received_at=received_at, book=book
@@ -216,15 +215,15 @@ def _parse_v2_status(status: V2Status) -> ParsedFrame:
 
 
 def _decode_v2(frame: str | bytes) -> V2Channel | V2Method:
-    shape = _decode(_V2_SHAPE, frame)
+    shape = decode(_V2_SHAPE, frame)
     if shape.channel is not None:
         if shape.channel not in _V2_CHANNEL_TAGS:
             raise InvalidFrame("unknown_type", shape.channel)
-        return _decode(_V2_CHANNELS, frame)
+        return decode(_V2_CHANNELS, frame)
     if shape.method is not None:
         if shape.method not in _V2_METHOD_TAGS:
             raise InvalidFrame("unknown_type", shape.method)
-        return _decode(_V2_METHODS, frame)
+        return decode(_V2_METHODS, frame)
     raise InvalidFrame("schema", "neither channel nor method")
 
 

@@ -8,27 +8,25 @@ both registry entries. Names with a leading underscore are for the Kraken module
 
 Errors: every bad frame raises ``InvalidFrame`` with one of three reasons, ``malformed`` (not
 JSON), ``schema`` (JSON of the wrong shape, bad numbers or times) or ``unknown_type`` (a channel,
-method or event the protocol does not have, raised by each version's ``parse``); ``_decode``
-translates msgspec's errors into the first two, in this one place.
+method or event the protocol does not have, raised by each version's ``parse``);
+``chrono.exchanges.decoding.decode`` translates msgspec's errors into the first two.
 
-Resubscribing: Kraken refuses a duplicate subscribe ("Already subscribed"), so a subscribe for
-a strict subset of the map (the collector resubscribing quiet symbols) is preceded by an
-unsubscribe of the same symbols. A subscribe for the whole map is a new connection's, sent
-plain: an unsubscribe there would earn one "Subscription Not Found" error per symbol. (When
-every symbol is quiet at once the collector replaces the connection instead.)
+Resubscribing: Kraken refuses a duplicate subscribe ("Already subscribed"), so a resubscribe
+(the collector's ``resubscribe=True``, for quiet symbols) is preceded by an unsubscribe of the
+same symbols. A new connection's subscribe is sent plain: an unsubscribe there would earn one
+"Subscription Not Found" error per symbol.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import msgspec
 
-from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Limits, SymbolMap
 from chrono.model import PriceFeed, to_symbol
 
@@ -38,8 +36,6 @@ SOURCE: Final = "kraken"
 BATCH_SYMBOLS: Final = 100
 _V1_ASSETS: Final = {"BTC": "XBT", "DOGE": "XDG"}  # canonical -> v1 (REST ``wsname``)
 _CANONICAL_ASSETS: Final = {v1: canonical for canonical, v1 in _V1_ASSETS.items()}
-
-T = TypeVar("T")
 
 
 def native_symbol(symbol: str) -> str:
@@ -117,28 +113,8 @@ class KrakenAdapterBase:
         )
 
 
-def _decode(decoder: msgspec.json.Decoder[T], data: str | bytes | msgspec.Raw) -> T:
-    """msgspec's errors translated into ``InvalidFrame`` reasons, in this one place."""
-    try:
-        return decoder.decode(data)
-    except msgspec.ValidationError as exc:
-        raise InvalidFrame("schema", str(exc)) from exc
-    except (msgspec.DecodeError, UnicodeError) as exc:  # bad JSON, bad UTF-8, lone surrogates
-        raise InvalidFrame("malformed") from exc
-
-
 def _encode(request: dict[str, Any]) -> str:
     return msgspec.json.encode(request).decode()
-
-
-def _as_utc(time: datetime) -> datetime:
-    """Kraken sends ``Z``; any other offset is converted so every timestamp reads as UTC."""
-    if time.tzinfo is UTC:
-        return time
-    try:
-        return time.astimezone(UTC)
-    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00
-        raise InvalidFrame("schema", f"time out of range: {time.isoformat()}") from exc
 
 
 # Kraken publishes no WebSocket rate numbers: too many requests earn {"Error":"Exceeded msg

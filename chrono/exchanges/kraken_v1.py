@@ -26,12 +26,12 @@ import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, ParsedFrame, SymbolMap
+from chrono.exchanges.decoding import decode
 from chrono.exchanges.kraken_common import (
     _LIMITS,
     _PING_INTERVAL_S,
     SOURCE,
     KrakenAdapterBase,
-    _decode,
     _encode,
     v1_native_symbol,
 )
@@ -122,7 +122,7 @@ class KrakenV1Adapter(KrakenAdapterBase):
 
     def parse(self, frame: str | bytes, received_at: datetime) -> ParsedFrame:
         """Decode one frame; raise ``InvalidFrame`` (malformed/schema/unknown_type) if bad."""
-        shape = _decode(_V1_FRAME, frame)
+        shape = decode(_V1_FRAME, frame)
         if isinstance(shape, list):
             return self._parse_channel(shape, received_at)
         if shape.error is not None:
@@ -132,7 +132,7 @@ class KrakenV1Adapter(KrakenAdapterBase):
             raise InvalidFrame("schema", "an object frame without event")
         if shape.event not in _V1_EVENT_TAGS:
             raise InvalidFrame("unknown_type", shape.event)
-        return self._parse_event(_decode(_V1_EVENTS, frame))
+        return self._parse_event(decode(_V1_EVENTS, frame))
 
     def _parse_event(self, event: V1Event) -> ParsedFrame:
         """Control frames (real capture, cryptofeed ``KRAKEN.ws.49.0``)::
@@ -177,14 +177,12 @@ class KrakenV1Adapter(KrakenAdapterBase):
         """``[channelID, payload, channelName, pair]``; only ``ticker`` is this protocol's."""
         if len(items) < 2:
             raise InvalidFrame("schema", f"a channel array of {len(items)} items")
-        name = _decode(_STR, items[-2])
+        name = decode(_STR, items[-2])
         if name != "ticker":
             raise InvalidFrame("unknown_type", name)
         if len(items) != 4:
             raise InvalidFrame("schema", f"a ticker array of {len(items)} items")
-        return self._parse_ticker(
-            _decode(_V1_TICKER, items[1]), _decode(_STR, items[3]), received_at
-        )
+        return self._parse_ticker(decode(_V1_TICKER, items[1]), decode(_STR, items[3]), received_at)
 
     def _parse_ticker(self, tick: V1Ticker, pair: str, received_at: datetime) -> ParsedFrame:
         """One pair's ticker (real capture, trimmed)::

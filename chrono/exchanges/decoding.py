@@ -1,0 +1,49 @@
+"""What every adapter needs to turn wire data into Chrono's types, with errors translated once.
+
+msgspec's errors become ``InvalidFrame`` here: ``malformed`` (not JSON, bad UTF-8, lone
+surrogates) or ``schema`` (JSON of the wrong shape). Epoch numbers become aware UTC datetimes
+by integer arithmetic (``fromtimestamp`` goes through a float and can round a millisecond).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Final, TypeVar
+
+import msgspec
+
+from chrono.errors import InvalidFrame
+
+T = TypeVar("T")
+
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+MS_US: Final = 1_000
+SECOND_US: Final = 1_000_000
+
+
+def decode(decoder: msgspec.json.Decoder[T], data: str | bytes | msgspec.Raw) -> T:
+    """``decoder.decode(data)``; raises ``InvalidFrame`` ("schema" or "malformed")."""
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise InvalidFrame("schema", str(exc)) from exc
+    except (msgspec.DecodeError, UnicodeError) as exc:  # bad JSON, bad UTF-8, lone surrogates
+        raise InvalidFrame("malformed") from exc
+
+
+def from_epoch(value: int, unit_us: int) -> datetime:
+    """``value`` units of ``unit_us`` microseconds since the epoch, exactly, in UTC."""
+    try:
+        return EPOCH + timedelta(microseconds=value * unit_us)
+    except OverflowError as exc:  # past year 9999
+        raise InvalidFrame("schema", f"time out of range: {value}") from exc
+
+
+def as_utc(time: datetime) -> datetime:
+    """An aware time in UTC (exchanges send ``Z``; any other offset is converted)."""
+    if time.tzinfo is UTC:
+        return time
+    try:
+        return time.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00
+        raise InvalidFrame("schema", f"time out of range: {time.isoformat()}") from exc
