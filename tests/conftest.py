@@ -3,7 +3,8 @@ every test that does I/O, trio's autojump clock for timers."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,3 +48,11 @@ async def running(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Runnin
     port = await nursery.start(service.run)
     yield Running(service, f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}")
     service.stop()
+
+
+@pytest.fixture
+def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """A simulator handler that crashes is only logged by websockets: make that fail the test."""
+    yield
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []

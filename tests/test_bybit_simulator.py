@@ -8,8 +8,6 @@ acks (the one sleep paces a client's pings, as a real client's timer would).
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -42,12 +40,7 @@ PRICE_FIELDS = {"lastPrice", "bid1Price", "ask1Price"}
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """A handler that crashes is only logged by websockets: make that fail the test."""
-    yield
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert errors == []
+pytestmark = pytest.mark.usefixtures("no_server_errors")
 
 
 async def start(nursery: trio.Nursery, **options: Any) -> BybitSimulator:

@@ -7,9 +7,7 @@ Testing policy: real sockets on 127.0.0.1, servers on port 0 started with ``nurs
 from __future__ import annotations
 
 import json
-import logging
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,12 +33,7 @@ TICKER_FIELDS = {
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """A handler that crashes is only logged by websockets: make that fail the test."""
-    yield
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert errors == []
+pytestmark = pytest.mark.usefixtures("no_server_errors")
 
 
 async def start(nursery: trio.Nursery, **options: Any) -> CoinbaseSimulator:

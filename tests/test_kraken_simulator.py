@@ -9,8 +9,6 @@ time), v1 feeds carry no exchange time, so they are compared on symbol and ``Dec
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -30,12 +28,7 @@ VERSIONS = ["v1", "v2"]
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """A handler that crashes is only logged by websockets: make that fail the test."""
-    yield
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert errors == []
+pytestmark = pytest.mark.usefixtures("no_server_errors")
 
 
 async def start(nursery: trio.Nursery, **options: Any) -> KrakenSimulator:

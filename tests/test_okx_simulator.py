@@ -8,8 +8,6 @@ closes (the keep-alive tests pace their pings, as a collector does).
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,12 +26,7 @@ NATIVES = ["BTC-USDT", "ETH-USDT"]
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """A handler that crashes is only logged by websockets: make that fail the test."""
-    yield
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert errors == []
+pytestmark = pytest.mark.usefixtures("no_server_errors")
 
 
 async def start(nursery: trio.Nursery, **options: Any) -> OkxSimulator:
