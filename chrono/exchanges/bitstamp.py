@@ -26,6 +26,7 @@ import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
+from chrono.exchanges.decoding import decode_or_classify
 from chrono.model import PriceFeed
 
 SOURCE: Final = "bitstamp"
@@ -305,26 +306,13 @@ def _epoch(text: str, unit_us: int) -> datetime:
 
 
 def _decode(frame: str | bytes) -> Message:
-    """msgspec's errors translated into ``InvalidFrame`` reasons, in this one place."""
-    try:
-        return _DECODER.decode(frame)
-    except msgspec.ValidationError as exc:
-        raise _schema_or_unknown(frame, exc) from exc
-    except (msgspec.DecodeError, UnicodeError) as exc:  # bad JSON, bad UTF-8, lone surrogates
-        raise InvalidFrame("malformed") from exc
+    """One message, or ``InvalidFrame`` (malformed, schema or unknown_type)."""
+    return decode_or_classify(_DECODER, frame, _unknown_event)
 
 
-def _schema_or_unknown(frame: str | bytes, exc: msgspec.ValidationError) -> InvalidFrame:
-    """Classify a failed decode; msgspec stops at a bad tag before reading the rest."""
-    try:
-        event = _ENVELOPE.decode(frame).event
-    except msgspec.ValidationError:
-        return InvalidFrame("schema", str(exc))
-    except (msgspec.DecodeError, UnicodeError):
-        return InvalidFrame("malformed")
-    if event in _KNOWN_EVENTS:
-        return InvalidFrame("schema", str(exc))
-    return InvalidFrame("unknown_type", event)
+def _unknown_event(frame: str | bytes) -> str | None:
+    event = _ENVELOPE.decode(frame).event
+    return None if event in _KNOWN_EVENTS else event
 
 
 EXCHANGE: Final = Exchange(

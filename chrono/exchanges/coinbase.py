@@ -21,7 +21,7 @@ import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
-from chrono.exchanges.decoding import as_utc
+from chrono.exchanges.decoding import as_utc, decode_or_classify
 from chrono.model import PriceFeed, to_symbol
 
 SOURCE: Final = "coinbase"
@@ -203,26 +203,13 @@ def _parse_error(error: ErrorMessage) -> ParsedFrame:
 
 
 def _decode(frame: str | bytes) -> Message:
-    """msgspec's errors translated into ``InvalidFrame`` reasons, in this one place."""
-    try:
-        return _DECODER.decode(frame)
-    except msgspec.ValidationError as exc:
-        raise _schema_or_unknown(frame, exc) from exc
-    except (msgspec.DecodeError, UnicodeError) as exc:  # bad JSON, bad UTF-8, lone surrogates
-        raise InvalidFrame("malformed") from exc
+    """One message, or ``InvalidFrame`` (malformed, schema or unknown_type)."""
+    return decode_or_classify(_DECODER, frame, _unknown_type)
 
 
-def _schema_or_unknown(frame: str | bytes, exc: msgspec.ValidationError) -> InvalidFrame:
-    """Classify a failed decode; msgspec stops at a bad tag before reading the rest."""
-    try:
-        kind = _ENVELOPE.decode(frame).type
-    except msgspec.ValidationError:
-        return InvalidFrame("schema", str(exc))
-    except (msgspec.DecodeError, UnicodeError):
-        return InvalidFrame("malformed")
-    if kind in _KNOWN_TYPES:
-        return InvalidFrame("schema", str(exc))
-    return InvalidFrame("unknown_type", kind)
+def _unknown_type(frame: str | bytes) -> str | None:
+    kind = _ENVELOPE.decode(frame).type
+    return None if kind in _KNOWN_TYPES else kind
 
 
 EXCHANGE: Final = Exchange(

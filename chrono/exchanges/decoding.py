@@ -7,6 +7,7 @@ by integer arithmetic (``fromtimestamp`` goes through a float and can round a mi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Final, TypeVar
 
@@ -27,6 +28,34 @@ def decode(decoder: msgspec.json.Decoder[T], data: str | bytes | msgspec.Raw) ->
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise InvalidFrame("schema", str(exc)) from exc
+    except (msgspec.DecodeError, UnicodeError) as exc:  # bad JSON, bad UTF-8, lone surrogates
+        raise InvalidFrame("malformed") from exc
+
+
+def decode_or_classify(
+    decoder: msgspec.json.Decoder[T],
+    frame: str | bytes,
+    unknown_kind: Callable[[str | bytes], str | None],
+) -> T:
+    """``decode``, telling a message kind the protocol lacks from a known one of a bad shape.
+
+    msgspec stops at a tag it does not know before reading the rest, so a failed decode is
+    looked at again: ``unknown_kind(frame)`` names the kind when it is not one of the
+    protocol's (``unknown_type``), or returns ``None`` (``schema``); a ``ValidationError``
+    from it means the frame has no recognisable kind at all (``schema``).
+    """
+    try:
+        return decoder.decode(frame)
+    except msgspec.ValidationError as exc:
+        try:
+            kind = unknown_kind(frame)
+        except msgspec.ValidationError:
+            kind = None
+        except (msgspec.DecodeError, UnicodeError):
+            raise InvalidFrame("malformed") from exc
+        if kind is None:
+            raise InvalidFrame("schema", str(exc)) from exc
+        raise InvalidFrame("unknown_type", kind) from exc
     except (msgspec.DecodeError, UnicodeError) as exc:  # bad JSON, bad UTF-8, lone surrogates
         raise InvalidFrame("malformed") from exc
 

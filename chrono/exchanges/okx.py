@@ -26,6 +26,7 @@ import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
+from chrono.exchanges.decoding import decode_or_classify
 from chrono.model import PriceFeed
 
 SOURCE: Final = "okx"
@@ -281,28 +282,18 @@ def _millis(text: str) -> datetime:
 
 
 def _decode(frame: str | bytes) -> Message:
-    """msgspec's errors translated into ``InvalidFrame`` reasons, in this one place."""
-    try:
-        return _DECODER.decode(frame)
-    except msgspec.ValidationError as exc:
-        raise _schema_or_unknown(frame, exc) from exc
-    except (msgspec.DecodeError, UnicodeError) as exc:  # bad JSON, bad UTF-8, lone surrogates
-        raise InvalidFrame("malformed") from exc
+    """One message, or ``InvalidFrame`` (malformed, schema or unknown_type)."""
+    return decode_or_classify(_DECODER, frame, _unknown_kind)
 
 
-def _schema_or_unknown(frame: str | bytes, exc: msgspec.ValidationError) -> InvalidFrame:
-    """Classify a failed decode: an unknown event or push channel, else a bad shape."""
-    try:
-        envelope = _ENVELOPE.decode(frame)
-    except msgspec.ValidationError:
-        return InvalidFrame("schema", str(exc))
-    except (msgspec.DecodeError, UnicodeError):
-        return InvalidFrame("malformed")
-    if envelope.event is not None and envelope.event not in _KNOWN_EVENTS:
-        return InvalidFrame("unknown_type", envelope.event)
-    if envelope.event is None and envelope.arg is not None and envelope.arg.channel != CHANNEL:
-        return InvalidFrame("unknown_type", envelope.arg.channel)
-    return InvalidFrame("schema", str(exc))
+def _unknown_kind(frame: str | bytes) -> str | None:
+    """An event OKX does not have, or a push on a channel other than ``tickers``."""
+    envelope = _ENVELOPE.decode(frame)
+    if envelope.event is not None:
+        return None if envelope.event in _KNOWN_EVENTS else envelope.event
+    if envelope.arg is not None and envelope.arg.channel != CHANNEL:
+        return envelope.arg.channel
+    return None
 
 
 def _limits() -> Limits:
