@@ -17,12 +17,12 @@ the wire (``{"error":{"code","msg"},"id"}``) and the flat one of the docs (``{"c
 from __future__ import annotations
 
 import decimal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
 from types import MappingProxyType
-from typing import Annotated, ClassVar, Final
+from typing import Annotated, Any, ClassVar, Final
 
 import msgspec
 
@@ -337,45 +337,27 @@ ROTATE_AFTER_S: Final = 23 * 3600.0  # Binance cuts every connection at 24 h
 _USDT_FOR_USD: Final = MappingProxyType({"USD": "USDT"})  # Binance.com has no USD quotes
 
 
-BOOK_TICKER_EXCHANGE: Final = Exchange(
-    name=SOURCE,
-    default_url="wss://stream.binance.com:9443/stream",
-    adapter=partial(BookTickerAdapter, source=SOURCE),
-    native_symbol=native_symbol,
-    limits=LIMITS,
-    quote_aliases=_USDT_FOR_USD,
-    rotate_after_s=ROTATE_AFTER_S,
-    version=BOOK_TICKER,
-)
-EXCHANGE: Final = Exchange(
-    name=SOURCE,
-    default_url="wss://stream.binance.com:9443/stream",
-    adapter=partial(TickerAdapter, source=SOURCE),
-    native_symbol=native_symbol,
-    limits=LIMITS,
-    quote_aliases=_USDT_FOR_USD,
-    rotate_after_s=ROTATE_AFTER_S,
-    version=TICKER,
-    protocols={BOOK_TICKER: BOOK_TICKER_EXCHANGE},
-)
+def _entry(source: str, url: str, quote_aliases: Mapping[str, str]) -> Exchange:
+    """One Binance-protocol exchange: ``ticker`` by default, ``bookTicker`` as a version."""
+    common: dict[str, Any] = {
+        "name": source,
+        "default_url": url,
+        "native_symbol": native_symbol,
+        "limits": LIMITS,
+        "quote_aliases": quote_aliases,
+        "rotate_after_s": ROTATE_AFTER_S,
+    }
+    book_ticker = Exchange(
+        adapter=partial(BookTickerAdapter, source=source), version=BOOK_TICKER, **common
+    )
+    return Exchange(
+        adapter=partial(TickerAdapter, source=source),
+        version=TICKER,
+        protocols={BOOK_TICKER: book_ticker},
+        **common,
+    )
 
+
+EXCHANGE: Final = _entry(SOURCE, "wss://stream.binance.com:9443/stream", _USDT_FOR_USD)
 # Binance.US: the same protocol and limits (its docs), with real USD quotes: no alias.
-US_BOOK_TICKER_EXCHANGE: Final = Exchange(
-    name=US_SOURCE,
-    default_url="wss://stream.binance.us:9443/stream",
-    adapter=partial(BookTickerAdapter, source=US_SOURCE),
-    native_symbol=native_symbol,
-    limits=LIMITS,
-    rotate_after_s=ROTATE_AFTER_S,
-    version=BOOK_TICKER,
-)
-US_EXCHANGE: Final = Exchange(
-    name=US_SOURCE,
-    default_url="wss://stream.binance.us:9443/stream",
-    adapter=partial(TickerAdapter, source=US_SOURCE),
-    native_symbol=native_symbol,
-    limits=LIMITS,
-    rotate_after_s=ROTATE_AFTER_S,
-    version=TICKER,
-    protocols={BOOK_TICKER: US_BOOK_TICKER_EXCHANGE},
-)
+US_EXCHANGE: Final = _entry(US_SOURCE, "wss://stream.binance.us:9443/stream", {})
