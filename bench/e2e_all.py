@@ -26,7 +26,6 @@ from chrono.exchanges import EXCHANGES
 from chrono.store.sqlite import format_time
 from chrono.testing.simulators import SIMULATORS, Simulator
 
-USDT_ONLY = {"okx", "bybit"}
 CONFIG_HEAD = """\
 [server]
 host = "127.0.0.1"
@@ -52,8 +51,7 @@ stale_floor_s = 300
 
 
 def symbols_for(name: str) -> list[str]:
-    quote = "USDT" if name in USDT_ONLY else "USD"
-    return [f"BTC/{quote}", f"ETH/{quote}"]
+    return SIMULATORS[name].sample_symbols()
 
 
 def expected_rows(name: str, sim: Simulator) -> list[tuple[str, str, str, str]]:

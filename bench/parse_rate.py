@@ -22,8 +22,7 @@ from chrono.exchanges import EXCHANGES, Adapter, Exchange
 from chrono.model import utc_now
 from chrono.testing.simulators import SIMULATORS
 
-SYMBOLS = ("BTC/USD", "ETH/USD", "SOL/USD")
-USDT_ONLY = {"okx", "bybit"}
+BASES = ("BTC", "ETH", "SOL")
 
 
 def frames_for(name: str, adapter: Adapter, symbols: list[str], count: int) -> list[bytes]:
@@ -48,8 +47,7 @@ def frames_for(name: str, adapter: Adapter, symbols: list[str], count: int) -> l
 
 
 def measure(name: str, exchange: Exchange, count: int, repeat: int) -> dict[str, Any]:
-    quote = "USDT" if name in USDT_ONLY else "USD"
-    symbols = [s.replace("/USD", f"/{quote}") for s in SYMBOLS]
+    symbols = SIMULATORS[name].sample_symbols(BASES)
     adapter = exchange.adapter(exchange.symbol_map(symbols), "bench")
     frames = frames_for(name, adapter, symbols, count)
     received_at = utc_now()

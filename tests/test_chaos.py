@@ -31,12 +31,10 @@ CHAOS = Chaos(
     reject_every_s=5.0,
     notice_every_s=9.0,
 )
-USDT_ONLY = {"okx", "bybit"}  # no USD quotes there: USD is not USDT
 
 
 def symbols_for(exchange: str) -> list[str]:
-    quote = "USDT" if exchange in USDT_ONLY else "USD"
-    return [f"BTC/{quote}", f"ETH/{quote}"]
+    return SIMULATORS[exchange].sample_symbols()
 
 
 def collector(exchange: str, sim: Simulator) -> str:

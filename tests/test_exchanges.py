@@ -30,7 +30,6 @@ from tests.captures import CAPTURES, received
 from tests.waiting import wait_until
 
 TESTS = Path(__file__).resolve().parent
-USDT_ONLY = {"okx", "bybit"}
 
 # Frames per exchange: a recording in ../shared/captures, or frames from exchanges.md.
 RECORDED = {
@@ -77,8 +76,7 @@ def versions() -> list[tuple[str, str | None]]:
 
 
 def symbols_for(name: str) -> list[str]:
-    quote = "USDT" if name in USDT_ONLY else "USD"
-    return [f"BTC/{quote}", f"ETH/{quote}"]
+    return SIMULATORS[name].sample_symbols()
 
 
 def module_of(entry: Exchange) -> str:

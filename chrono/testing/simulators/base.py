@@ -96,6 +96,12 @@ class Simulator:
     sends_time: ClassVar[bool] = True  # False: data frames carry no exchange time
     default_subscribe_timeout_s: ClassVar[float | None] = None  # no subscribe: closed (1008)
     ws_ping_interval_s: ClassVar[float | None] = 20.0  # WebSocket pings the server sends
+    sample_quote: ClassVar[str] = "USD"  # the quote of ``sample_symbols``: one it really lists
+
+    @classmethod
+    def sample_symbols(cls, bases: Sequence[str] = ("BTC", "ETH")) -> list[str]:
+        """Canonical pairs the exchange really lists, for tests, demos and benchmarks."""
+        return [f"{base}/{cls.sample_quote}" for base in bases]
 
     def __init__(
         self,

@@ -103,6 +103,7 @@ class BybitSimulator(Simulator):
     """Serves Bybit's spot and linear ``tickers`` topics; see the module docstring."""
 
     exchange: ClassVar[Exchange] = EXCHANGE
+    sample_quote: ClassVar[str] = "USDT"  # Bybit lists no USD spot quotes (USD is not USDT)
     data_channel: ClassVar[str] = SPOT
     resolution_us: ClassVar[int] = 1000
     ws_ping_interval_s: ClassVar[float | None] = None  # none seen on Bybit's streams

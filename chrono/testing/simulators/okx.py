@@ -82,6 +82,7 @@ class OkxSimulator(Simulator):
     """Serves the OKX ``tickers`` channel; see the module docstring."""
 
     exchange: ClassVar[Exchange] = EXCHANGE
+    sample_quote: ClassVar[str] = "USDT"  # OKX lists no USD spot quotes (USD is not USDT)
     data_channel: ClassVar[str] = CHANNEL
     resolution_us: ClassVar[int] = 1000  # ``ts`` is milliseconds
     default_subscribe_timeout_s: ClassVar[float | None] = 30.0
