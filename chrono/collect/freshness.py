@@ -85,11 +85,12 @@ class Freshness:
         """No data at all on a connection for this long: every symbol is stale, so it is dead."""
         return max(entry.threshold_s(self.rules) for entry in self.symbols.values())
 
-    def is_stale(self, symbol: str, now: float, since: float) -> bool:
-        """Older than its threshold, counting from ``since`` (its subscription) at the latest."""
+    def is_stale(self, symbol: str, now: float, since: float, patience: float = 1.0) -> bool:
+        """Older than ``patience`` x its threshold, counting from ``since`` (its subscription)
+        at the latest."""
         entry = self.symbols[symbol]
         last = since if entry.last_data is None else max(entry.last_data, since)
-        return now - last > entry.threshold_s(self.rules)
+        return now - last > patience * entry.threshold_s(self.rules)
 
     def as_status(self, now: float) -> list[dict[str, Any]]:
         out = []

@@ -214,9 +214,7 @@ class _Monitor:
             entry = freshness.symbols[symbol]
             if entry.last_data is not None and entry.last_data > since:
                 self.tries[symbol] = 0  # it delivered since the last try
-            wait_s = freshness.threshold_s(symbol) * 2 ** self.tries[symbol]
-            last = since if entry.last_data is None else max(entry.last_data, since)
-            if now - last > wait_s:
+            if freshness.is_stale(symbol, now, since, patience=2.0 ** self.tries[symbol]):
                 due.append(symbol)
         return due
 
