@@ -1,4 +1,4 @@
-"""``chrono``: run | status | check-config | simulate.
+"""``chrono``: run | status | check-config | migrate | simulate.
 
 Exit codes: 0 ok, 1 runtime failure (daemon unreachable, a supervisor gave up, an aborted
 drain), 2 bad usage or bad config (the message names the key).
@@ -18,7 +18,7 @@ import trio
 from chrono import __version__
 from chrono.client import base_url, fetch_status
 from chrono.config import Config, load_config, masked
-from chrono.errors import ChronoError, ConfigError, DaemonUnreachable
+from chrono.errors import ChronoError, ConfigError, DaemonUnreachable, SchemaTooNew, StoreError
 from chrono.logs import configure_logging
 from chrono.model import is_canonical_symbol
 
@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config and print it, keys masked")
     check.add_argument("config")
     check.set_defaults(handler=_check_config)
+    migrate = sub.add_parser("migrate", help="bring the store's schema up to date, then exit")
+    migrate.add_argument("config")
+    migrate.set_defaults(handler=_migrate)
     _simulate_parser(sub)
     return parser
 
@@ -207,6 +210,32 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    """What ``chrono run`` does to the schema at start, alone: for deploy scripts."""
+    from chrono.store import open_store
+    from chrono.store.urls import masked_url
+
+    config = load_config(args.config)
+    configure_logging(level="warn", fmt="text", secrets=[])
+    store = open_store(config.storage)
+
+    async def migrate() -> int:
+        try:
+            await store.open()
+            return await store.schema_version()
+        finally:
+            await store.aclose()
+
+    where = masked_url(config.storage.url)
+    try:
+        version = trio.run(migrate)
+    except (StoreError, SchemaTooNew) as exc:
+        print(f"chrono migrate: {exc}", file=sys.stderr)
+        return 1
+    print(f"{where}: schema at version {version}")
+    return 0
+
+
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -249,8 +278,10 @@ def render_status(status: dict[str, Any]) -> str:
     lines.insert(
         0, f"chrono {service['version']}  {service['state']}  up {_age(service['uptime_s'])}"
     )
-    lines.append(
-        f"store: {store['kind']} {store.get('path', '')}  rows written {store['rows_written']}"
-        f"  {'healthy' if writer['healthy'] else 'FAILING: ' + str(writer['last_error'])}"
+    where = store.get("path") or store.get("url", "")
+    spooled = writer["spool"]["batches"]
+    state = {"up": "healthy", "replaying": f"replaying {spooled} spooled batches"}.get(
+        writer["store"], f"FAILING: {writer['last_error']} ({spooled} batches spooled)"
     )
+    lines.append(f"store: {store['kind']} {where}  rows written {store['rows_written']}  {state}")
     return "\n".join(lines)

@@ -21,6 +21,8 @@ import msgspec
 from chrono.errors import ConfigError
 from chrono.exchanges import EXCHANGES
 from chrono.model import MAX_DECIMAL_PLACES, Bounds, FeedRules, is_canonical_symbol
+from chrono.store.timescale import MIN_RETENTION_DAYS
+from chrono.store.urls import masked_url
 
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
@@ -38,9 +40,22 @@ class ServerConfig(_Section, frozen=True):
     tcp_user_timeout_ms: PositiveInt = 10_000
 
 
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+
+
 class StorageConfig(_Section, frozen=True):
     url: str = "sqlite:///chrono.db"
+    # Batches wait here, fsync'd, while the store is down; replayed in order when it is back.
     spool_dir: str = "spool"
+    spool_max_bytes: PositiveInt = 1 << 30  # full: the pipeline blocks (nothing is dropped)
+    retry_initial_s: Positive = 0.5  # store retries: capped, jittered backoff
+    retry_max_s: Positive = 30.0
+    # PostgreSQL only
+    pool_size: PositiveInt = 4  # read connections for the API (writes have their own)
+    connect_timeout_s: Positive = 5.0
+    timescaledb: Literal["auto", "off"] = "auto"  # auto: a hypertable when the server has it
+    compress_after_days: NonNegativeInt = 7  # TimescaleDB compression; 0: none
+    retention_days: NonNegativeInt = 0  # TimescaleDB drops older raw feeds; 0: keep all
 
 
 class BatchConfig(_Section, frozen=True):
@@ -189,8 +204,19 @@ def _check(config: Config) -> None:
             raise ConfigError(f"{where}: {symbol!r} is not a canonical BASE/QUOTE symbol")
         if b.min is not None and b.max is not None and b.min > b.max:
             raise ConfigError(f"{where}: min {b.min} is above max {b.max}")
-    if not config.storage.url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+    _check_storage(config.storage)
+
+
+def _check_storage(storage: StorageConfig) -> None:
+    if not storage.url.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ConfigError("storage.url: expected sqlite:///PATH or postgresql://...")
+    if 0 < storage.retention_days < MIN_RETENTION_DAYS:
+        raise ConfigError(
+            f"storage.retention_days: at least {MIN_RETENTION_DAYS} (the candle aggregates "
+            "refresh the last 4 days), or 0 to keep every feed"
+        )
+    if storage.retry_initial_s > storage.retry_max_s:
+        raise ConfigError("storage.retry_initial_s: above retry_max_s")
 
 
 def _check_exchange(col: CollectorConfig, where: str) -> None:
@@ -242,7 +268,8 @@ def _resolve_paths(storage: StorageConfig, base_dir: Path) -> StorageConfig:
     url = storage.url
     if url.startswith("sqlite:///"):
         url = "sqlite:///" + str(base_dir / url.removeprefix("sqlite:///"))
-    return StorageConfig(url=url, spool_dir=str(base_dir / storage.spool_dir))
+    spool_dir = str(base_dir / storage.spool_dir)
+    return msgspec.structs.replace(storage, url=url, spool_dir=spool_dir)
 
 
 def masked(config: Config) -> dict[str, Any]:
@@ -250,4 +277,5 @@ def masked(config: Config) -> dict[str, Any]:
     data: dict[str, Any] = msgspec.to_builtins(config)
     for kind, keys in data["auth"].items():
         data["auth"][kind] = [f"*** ({len(k)} chars)" for k in keys]
+    data["storage"]["url"] = masked_url(config.storage.url)
     return data

@@ -9,9 +9,11 @@ each boundary, with ``raise ... from exc``, so callers catch Chrono's names only
     ├── InvalidFeed          a feed that fails validation (counted, skipped)
     ├── FeedConnectionError  an exchange connection failed, closed or went silent (reconnect)
     │   └── FeedSilent       no data frame within the silence timeout
-    ├── StoreError           the store could not be opened, written or read
+    ├── StoreError           the store could not be opened, written or read (spool, retry)
+    ├── SpoolError           the spool folder could not be written or read (retry)
     ├── SupervisorGaveUp     a child crashed past its restart budget (the process exits 1)
     ├── Unrecoverable        a failure no restart can mend, e.g. a port in use (exits 1 at once)
+    │   └── SchemaTooNew     the store's schema is newer than this code
     └── DaemonUnreachable    `chrono status` could not reach the running service
 """
 
@@ -67,12 +69,20 @@ class StoreError(ChronoError):
     """The store failed; the batch that raised it is still held by the writer."""
 
 
+class SpoolError(ChronoError):
+    """The spool could not write or read a batch; the batch is still held by the writer."""
+
+
 class SupervisorGaveUp(ChronoError):
     """A supervised child crashed more often than its restart budget allows."""
 
 
 class Unrecoverable(ChronoError):
     """Restarting would fail the same way: the supervisor passes it on instead of retrying."""
+
+
+class SchemaTooNew(Unrecoverable):
+    """The store was migrated by a newer Chrono: writing to it could corrupt what it expects."""
 
 
 class DaemonUnreachable(ChronoError):

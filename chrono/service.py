@@ -34,7 +34,7 @@ from chrono.api import ApiContext, create_app, serve_http
 from chrono.api.auth import Keys
 from chrono.collect import CollectorStats, ConnectBudgets, run_collector
 from chrono.config import Config
-from chrono.errors import ChronoError
+from chrono.errors import ChronoError, StoreError
 from chrono.model import PriceFeed, time_text, utc_now
 from chrono.pipeline.batcher import Batcher
 from chrono.pipeline.fanout import FanOut
@@ -42,6 +42,7 @@ from chrono.pipeline.latest import LatestPrices
 from chrono.pipeline.stream import StreamHub
 from chrono.pipeline.writer import IngestWriter
 from chrono.store import Store, open_store
+from chrono.store.spool import Spool
 from chrono.supervise import ChildStats, RestartPolicy, supervise
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class Service:
 
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
-        self.store = store or open_store(config.storage.url)
+        self.store = store or open_store(config.storage)
         self.started_at = utc_now()
         self.state = "starting"
         self.latest = LatestPrices()
@@ -85,7 +86,14 @@ class Service:
         self._intake = intake
         self.fanout = FanOut(intake, to_batcher, self.latest, self.hub)
         self.batcher = Batcher(batcher_in, to_writer, config.batch)
-        self.writer = IngestWriter(writer_in, self.store)
+        storage = config.storage
+        self.writer = IngestWriter(
+            writer_in,
+            self.store,
+            Spool(storage.spool_dir, storage.spool_max_bytes),
+            retry_initial_s=storage.retry_initial_s,
+            retry_cap_s=storage.retry_max_s,
+        )
         self.collectors = [
             CollectorStats(c.worker_id, c.exchange, list(c.symbols)) for c in config.collectors
         ]
@@ -129,7 +137,11 @@ class Service:
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until drained; reports the HTTP port once serving and collecting."""
-        await self.store.open()
+        try:
+            await self.store.open()
+        except StoreError as exc:  # collect anyway: the writer spools until the store is there
+            log.error("store unavailable at start: %s; spooling until it is back", exc)
+            self.writer.store_down(str(exc))
         try:
             await self._run(task_status)
         finally:
@@ -218,7 +230,7 @@ class Service:
         return {
             "status": status,
             "timestamp": time_text(utc_now()),
-            "services": {"store": "up" if store_ok else "down", "collectors": flowing},
+            "services": {"store": self.writer.state(), "collectors": flowing},
             "uptime_seconds": round((utc_now() - self.started_at).total_seconds(), 3),
         }
 

@@ -3,7 +3,9 @@ every test that does I/O, trio's autojump clock for timers."""
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,7 @@ import trio
 
 from chrono.config import Config, parse_config
 from chrono.service import Service
+from chrono.testing.postgres import PostgresCluster, start_cluster
 
 INTERNAL_KEY = "test_internal_key_0001"
 PUBLIC_KEY = "test_public_key_0001"
@@ -56,3 +59,31 @@ def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     yield
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL cluster for the session; each test takes a database of its own.
+
+    Tests that stop or restart a server use ``own_pg_cluster`` instead, so as not to disturb
+    this one. No PostgreSQL binaries is an error, not a skip: CI always runs these tests.
+    """
+    cluster = start_cluster()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def own_pg_cluster() -> Iterator[PostgresCluster]:
+    cluster = start_cluster()
+    yield cluster
+    cluster.destroy()
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PostgresCluster) -> str:
+    """A fresh, empty database in the session's cluster."""
+    return pg_cluster.create_database(f"test_{os.getpid()}_{next(_databases)}")

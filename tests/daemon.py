@@ -20,7 +20,7 @@ graceful_timeout_s = 2
 tcp_user_timeout_ms = {tcp_user_timeout_ms}
 
 [storage]
-url = "sqlite:///data/chrono.db"
+{storage}
 
 [batch]
 max_feeds = 100
@@ -38,6 +38,8 @@ admin_keys = ["{admin}"]
 
 {collectors}
 """
+
+SQLITE_STORAGE = 'url = "sqlite:///data/chrono.db"'
 
 COINBASE = """
 [[collectors]]
@@ -63,10 +65,12 @@ async def write_config(
     drain_timeout_s: float = 30,
     tcp_user_timeout_ms: int = 10_000,
     collectors: str = "",
+    storage: str = SQLITE_STORAGE,
 ) -> Path:
     """A config with a fixed free port, so that `chrono status CONFIG` finds the daemon.
 
-    ``collectors`` replaces the one Coinbase collector pointed at ``exchange_url``.
+    ``collectors`` replaces the one Coinbase collector pointed at ``exchange_url``;
+    ``storage`` is the body of ``[storage]``.
     """
     config = folder / "config.toml"
     config.write_text(
@@ -77,6 +81,7 @@ async def write_config(
             admin=ADMIN_KEY,
             drain_timeout_s=drain_timeout_s,
             tcp_user_timeout_ms=tcp_user_timeout_ms,
+            storage=storage,
         )
     )
     return config

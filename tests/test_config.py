@@ -70,6 +70,13 @@ def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
             "validation.bounds.BTC/USD: min 10 is above max 1",
         ),
         (GOOD + '[storage]\nurl = "mysql://x"\n', "storage.url: expected sqlite:///PATH"),
+        (GOOD + "[storage]\nretention_days = 2\n", "storage.retention_days: at least 5"),
+        (GOOD + "[storage]\nspool_max_bytes = 0\n", "storage.spool_max_bytes: Expected `int` >= 1"),
+        (GOOD + "[storage]\ntimescaledb = 'yes'\n", "storage.timescaledb: Invalid enum value"),
+        (
+            GOOD + "[storage]\nretry_initial_s = 60\nretry_max_s = 1\n",
+            "storage.retry_initial_s: above retry_max_s",
+        ),
         (GOOD + '[auth]\nadmin_keys = ["env:CHRONO_TEST_UNSET_KEY"]\n', "auth.admin_keys[0]"),
         (GOOD + 'protocol = "v9"\n', "collectors[0].protocol: coinbase has no protocol 'v9'"),
         (GOOD + 'quote_aliases = {usd = "USDT"}\n', "collectors[0].quote_aliases.usd: quotes"),
@@ -115,6 +122,16 @@ def test_check_config_prints_the_effective_config_with_keys_masked(
     assert '"max_feeds": 100' in out
     assert "chrono_admin_dev_key_001" not in out
     assert "*** (24 chars)" in out
+
+
+def test_check_config_hides_the_store_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "postgresql://chrono:pa55word@db.internal:5433/prices"
+    assert main(["check-config", str(write(tmp_path, GOOD + f'[storage]\nurl = "{url}"\n'))]) == 0
+    out = capsys.readouterr().out
+    assert "pa55word" not in out
+    assert '"url": "postgresql://chrono:***@db.internal:5433/prices"' in out
 
 
 def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Store outages and signals, with `chrono run` as a real process and SQLite held locked by the
-test: nothing is dropped while the store fails; a second signal or a drain past its deadline
-exits 1."""
+test: nothing is dropped while the store fails; a drain that cannot finish (store down, spool
+full) ends with a second signal or at its deadline, exit 1."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import trio
 
 from chrono.testing.process import ChronoProcess, open_chrono
 from chrono.testing.simulators.coinbase import CoinbaseSimulator
-from tests.daemon import get_json, write_config
+from tests.daemon import SQLITE_STORAGE, get_json, write_config
 from tests.test_end_to_end import assert_stored_once, stored_rows
 from tests.waiting import wait_until
 
@@ -30,6 +30,12 @@ def store_locked(db: Path) -> Iterator[None]:
     finally:
         conn.execute("ROLLBACK")
         conn.close()
+
+
+def spool_full(daemon: ChronoProcess) -> bool:
+    return "spool full: waiting for the store to take batches; collection is paused" in (
+        daemon.messages()
+    )
 
 
 async def status(daemon: ChronoProcess) -> dict[str, object]:
@@ -83,12 +89,14 @@ async def test_an_aborted_drain_exits_1(
     sim = CoinbaseSimulator(tick_interval_s=0.01)
     await nursery.start(sim.serve)
     db = tmp_path / "data" / "chrono.db"
-    config = await write_config(tmp_path, sim.url, drain_timeout_s=drain_timeout_s)
+    # A spool with room for one batch: with the store down too, the drain cannot finish.
+    storage = f"{SQLITE_STORAGE}\nspool_max_bytes = 1"
+    config = await write_config(tmp_path, sim.url, drain_timeout_s=drain_timeout_s, storage=storage)
     with trio.fail_after(60):
         async with open_chrono(config) as daemon:
             await wait_until(lambda: db.exists() and len(stored_rows(db)) > 0)
             with store_locked(db):
-                await trio.sleep(0.5)  # batches now wait for the store
+                await wait_until(lambda: spool_full(daemon), timeout_s=20)
                 daemon.process.send_signal(signal.SIGTERM)
                 await wait_until(lambda: "SIGTERM: draining" in daemon.messages())
                 if second_signal:

@@ -1,4 +1,6 @@
-"""The SQLite store: the table of ARCHITECTURE.md, read back digit for digit, each feed once."""
+"""What is SQLite's own (the contract both stores keep is in test_store_contract.py): the text
+it stores, one writer connection shared by many tasks, and a database made before schema
+versions existed."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from chrono.config import StorageConfig
 from chrono.errors import StoreError
 from chrono.store import SQLiteStore, open_store
 from tests.feeds import make_feed
@@ -16,7 +19,7 @@ from tests.feeds import make_feed
 TRICKY_PRICES = ["67234.56000000", "0.000000012345678901", "1000", "99999999999999.99", "0.1"]
 
 
-async def test_round_trip_digit_for_digit(tmp_path: Path) -> None:
+async def test_stored_as_fixed_width_text(tmp_path: Path) -> None:
     store = SQLiteStore(str(tmp_path / "chrono.db"))
     await store.open()
     feeds = [make_feed(i, price=p) for i, p in enumerate(TRICKY_PRICES)]
@@ -39,38 +42,6 @@ async def test_round_trip_digit_for_digit(tmp_path: Path) -> None:
     assert first[10].endswith("Z")
 
 
-async def test_a_feed_is_stored_once(tmp_path: Path) -> None:
-    store = SQLiteStore(str(tmp_path / "x.db"))
-    await store.open()
-    feeds = [make_feed(i) for i in range(10)]
-    assert await store.write(feeds) == 10
-    assert await store.write([*feeds[5:], make_feed(10)]) == 1
-    other_source = [make_feed(0, source="kraken")]
-    assert await store.write(other_source) == 1
-    await store.aclose()
-    with sqlite3.connect(tmp_path / "x.db") as db:
-        assert db.execute("SELECT COUNT(*) FROM price_feeds").fetchone() == (12,)
-
-
-async def test_latest_per_symbol(tmp_path: Path) -> None:
-    store = SQLiteStore(str(tmp_path / "x.db"))
-    await store.open()
-    await store.write(
-        [
-            make_feed(2, price="3.00"),
-            make_feed(1, price="2.00"),
-            make_feed(5, symbol="ETH/USD", price="4000.10"),
-        ]
-    )
-    latest = await store.latest(["BTC/USD", "ETH/USD", "DOGE/USD"])
-    await store.aclose()
-    assert [(f.symbol, f.price) for f in latest] == [
-        ("BTC/USD", Decimal("3.00")),
-        ("ETH/USD", Decimal("4000.10")),
-    ]
-    assert latest[0] == make_feed(2, price="3.00")  # every field comes back as written
-
-
 async def test_writes_from_many_tasks_share_one_connection(tmp_path: Path) -> None:
     store = SQLiteStore(str(tmp_path / "x.db"))
     await store.open()
@@ -87,10 +58,35 @@ async def test_errors_become_store_errors(tmp_path: Path) -> None:
     store = SQLiteStore(str(tmp_path / "dir.db"))
     with pytest.raises(StoreError, match="sqlite"):
         await store.open()
-    closed = SQLiteStore(str(tmp_path / "never-opened.db"))
-    with pytest.raises(StoreError, match="not open"):
-        await closed.write([make_feed()])
+    with pytest.raises(StoreError, match="sqlite"):
+        await store.write([make_feed()])  # a write tries to open it again, and says why not
 
 
 def test_open_store_by_url(tmp_path: Path) -> None:
-    assert isinstance(open_store(f"sqlite:///{tmp_path}/a.db"), SQLiteStore)
+    storage = StorageConfig(url=f"sqlite:///{tmp_path}/a.db")
+    assert isinstance(open_store(storage), SQLiteStore)
+
+
+PRE_VERSIONS_SCHEMA = """
+CREATE TABLE price_feeds (
+    id INTEGER PRIMARY KEY, symbol TEXT NOT NULL, price TEXT NOT NULL, volume TEXT, bid TEXT,
+    ask TEXT, timestamp TEXT NOT NULL, received_at TEXT NOT NULL, ingested_at TEXT NOT NULL,
+    source TEXT NOT NULL, worker_id TEXT NOT NULL, metadata TEXT NOT NULL DEFAULT '{}',
+    UNIQUE (source, symbol, timestamp, price)
+);
+CREATE INDEX price_feeds_symbol_time ON price_feeds (symbol, timestamp DESC);
+INSERT INTO price_feeds (symbol, price, timestamp, received_at, ingested_at, source, worker_id)
+VALUES ('BTC/USD', '67234.56', '2026-11-20T12:00:00.000000Z', '2026-11-20T12:00:00.001000Z',
+        '2026-11-20T12:00:00.002000Z', 'coinbase', 'coinbase');
+"""
+
+
+async def test_a_database_from_before_schema_versions_is_adopted(tmp_path: Path) -> None:
+    """Chrono 0.1 created the table without a version table: its rows stay, it becomes v1."""
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        db.executescript(PRE_VERSIONS_SCHEMA)
+    store = SQLiteStore(str(tmp_path / "old.db"))
+    await store.open()
+    assert await store.schema_version() == 1
+    assert [f.price for f in await store.latest(["BTC/USD"])] == [Decimal("67234.56")]
+    await store.aclose()

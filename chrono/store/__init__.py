@@ -1,17 +1,34 @@
-"""Stores behind one seam: SQLite (the embedded default); PostgreSQL comes next."""
+"""Stores behind one seam (``Store``): SQLite, the embedded default, and PostgreSQL."""
 
 from __future__ import annotations
 
-from chrono.errors import ConfigError
-from chrono.store.base import Store
+from typing import TYPE_CHECKING
+
+from chrono.store.base import INTERVALS, Candle, Store
+from chrono.store.postgres import PostgresStore
 from chrono.store.sqlite import SQLiteStore
+from chrono.store.timescale import TimescaleSettings
+
+if TYPE_CHECKING:
+    from chrono.config import StorageConfig
 
 
-def open_store(url: str) -> Store:
-    """The store a ``storage.url`` names (not yet connected: call ``await store.open()``)."""
+def open_store(storage: StorageConfig) -> Store:
+    """The store ``storage.url`` names (not yet connected: ``await store.open()``)."""
+    url = storage.url
     if url.startswith("sqlite:///"):
         return SQLiteStore(url.removeprefix("sqlite:///"))
-    raise ConfigError(f"storage.url: {url.split(':', 1)[0]} is not supported yet (use sqlite:///)")
+    timescale = TimescaleSettings(
+        mode=storage.timescaledb,
+        compress_after_days=storage.compress_after_days,
+        retention_days=storage.retention_days,
+    )
+    return PostgresStore(
+        url,
+        pool_size=storage.pool_size,
+        connect_timeout_s=storage.connect_timeout_s,
+        timescale=timescale,
+    )
 
 
-__all__ = ["SQLiteStore", "Store", "open_store"]
+__all__ = ["INTERVALS", "Candle", "PostgresStore", "SQLiteStore", "Store", "open_store"]

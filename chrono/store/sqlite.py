@@ -5,8 +5,11 @@ sqlite3 connections are bound to a thread unless told otherwise, and ``trio.to_t
 pick any worker thread (../shared/STACK.md trap 7), so the limiter serializes every use.
 Readers get their own connection and limiter, so an API query never waits for a write.
 
-Prices and sizes are stored as TEXT, exactly as received; times as fixed-width ISO 8601 UTC
-text (``2024-12-07T18:00:00.542551Z``), which sorts in time order.
+The schema comes from ``MIGRATIONS`` (``chrono.store.migrations``), applied when the writer
+connection opens. Prices and sizes are stored as TEXT, exactly as received; times as
+fixed-width ISO 8601 UTC text (``2024-12-07T18:00:00.542551Z``), which sorts in time order.
+OHLCV is computed in Python with ``Decimal`` (``chrono.store.candles``): SQLite would compare
+the text prices as text.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import trio
 
 from chrono.errors import StoreError
 from chrono.model import PriceFeed, decimal_text, utc_now
+from chrono.store.base import INTERVALS, MAX_RANGE_FEEDS, Candle
+from chrono.store.candles import candles_of
+from chrono.store.migrations import VERSION_TABLE, Migration, plan
 
 T = TypeVar("T")
 
@@ -30,24 +36,43 @@ T = TypeVar("T")
 # writer). Short, so that an aborted drain is not held up by a thread waiting on a lock.
 BUSY_TIMEOUT_MS = 1000
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS price_feeds (
-    id          INTEGER PRIMARY KEY,
-    symbol      TEXT NOT NULL,
-    price       TEXT NOT NULL,
-    volume      TEXT,
-    bid         TEXT,
-    ask         TEXT,
-    timestamp   TEXT NOT NULL,
-    received_at TEXT NOT NULL,
-    ingested_at TEXT NOT NULL,
-    source      TEXT NOT NULL,
-    worker_id   TEXT NOT NULL,
-    metadata    TEXT NOT NULL DEFAULT '{}',
-    UNIQUE (source, symbol, timestamp, price)
-);
-CREATE INDEX IF NOT EXISTS price_feeds_symbol_time ON price_feeds (symbol, timestamp DESC);
+MIGRATIONS = (
+    Migration(
+        1,
+        "price_feeds, each feed once, newest first per symbol",
+        (
+            """
+            CREATE TABLE IF NOT EXISTS price_feeds (
+                id          INTEGER PRIMARY KEY,
+                symbol      TEXT NOT NULL,
+                price       TEXT NOT NULL,
+                volume      TEXT,
+                bid         TEXT,
+                ask         TEXT,
+                timestamp   TEXT NOT NULL,
+                received_at TEXT NOT NULL,
+                ingested_at TEXT NOT NULL,
+                source      TEXT NOT NULL,
+                worker_id   TEXT NOT NULL,
+                metadata    TEXT NOT NULL DEFAULT '{}',
+                UNIQUE (source, symbol, timestamp, price)
+            )
+            """,
+            "CREATE INDEX IF NOT EXISTS price_feeds_symbol_time"
+            " ON price_feeds (symbol, timestamp DESC)",
+        ),
+    ),
+)
+
+VERSION_DDL = f"""
+CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (
+    version     INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at  TEXT NOT NULL
+)
 """
+CURRENT_VERSION = f"SELECT COALESCE(MAX(version), 0) FROM {VERSION_TABLE}"
+RECORD_VERSION = f"INSERT INTO {VERSION_TABLE} (version, description, applied_at) VALUES (?, ?, ?)"
 
 INSERT = """
 INSERT OR IGNORE INTO price_feeds
@@ -56,9 +81,26 @@ INSERT OR IGNORE INTO price_feeds
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
-LATEST = """
-SELECT symbol, price, volume, bid, ask, timestamp, received_at, source, worker_id, metadata
-FROM price_feeds WHERE symbol = ? ORDER BY timestamp DESC LIMIT 1
+COLUMNS = "symbol, price, volume, bid, ask, timestamp, received_at, source, worker_id, metadata"
+# A NULL source parameter means any source (each is passed twice).
+LATEST = f"""
+SELECT {COLUMNS} FROM price_feeds
+WHERE symbol = ? AND (? IS NULL OR source = ?) ORDER BY timestamp DESC LIMIT 1
+"""
+# SQLite fills bare columns from the row holding the max(): the newest feed of each source.
+LATEST_BY_SOURCE = f"""
+SELECT {COLUMNS}, MAX(timestamp) FROM price_feeds
+WHERE symbol = ? AND timestamp >= ? GROUP BY source ORDER BY source
+"""
+BETWEEN = f"""
+SELECT {COLUMNS} FROM price_feeds
+WHERE symbol = ? AND timestamp >= ? AND timestamp < ? AND (? IS NULL OR source = ?)
+ORDER BY timestamp, id LIMIT ?
+"""
+CANDLE_ROWS = """
+SELECT timestamp, price, volume FROM price_feeds
+WHERE symbol = ? AND timestamp >= ? AND timestamp < ? AND (? IS NULL OR source = ?)
+ORDER BY timestamp, id
 """
 
 _meta_encoder = msgspec.json.Encoder()
@@ -78,6 +120,10 @@ def parse_time(text: str) -> datetime:
 
 def _text(value: Decimal | None) -> str | None:
     return None if value is None else decimal_text(value)
+
+
+def _decimal(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
 
 
 def _row(feed: PriceFeed, ingested_at: str) -> tuple[Any, ...]:
@@ -101,9 +147,9 @@ def _feed(row: tuple[Any, ...]) -> PriceFeed:
     return PriceFeed(
         symbol=symbol,
         price=Decimal(price),
-        volume=None if volume is None else Decimal(volume),
-        bid=None if bid is None else Decimal(bid),
-        ask=None if ask is None else Decimal(ask),
+        volume=_decimal(volume),
+        bid=_decimal(bid),
+        ask=_decimal(ask),
         timestamp=parse_time(ts),
         received_at=parse_time(received),
         source=source,
@@ -113,22 +159,29 @@ def _feed(row: tuple[Any, ...]) -> PriceFeed:
 
 
 class SQLiteStore:
-    def __init__(self, path: str) -> None:
+    kind = "sqlite"
+
+    def __init__(self, path: str, *, migrations: Sequence[Migration] = MIGRATIONS) -> None:
         self.path = Path(path)
+        self.migrations = migrations
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._write_lock = trio.CapacityLimiter(1)
         self._read_lock = trio.CapacityLimiter(1)
+        self._opening = trio.Lock()
         self.rows_written = 0
         self.batches_written = 0
         self.last_write_at: datetime | None = None
 
     async def open(self) -> None:
-        try:
-            self._writer = await self._in_thread(self._write_lock, self._open_writer)
-            self._reader = await self._in_thread(self._read_lock, self._connect)
-        except StoreError as exc:
-            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        async with self._opening:  # a write and a read may both find it closed
+            try:
+                if self._writer is None:
+                    self._writer = await self._in_thread(self._write_lock, self._open_writer)
+                if self._reader is None:
+                    self._reader = await self._in_thread(self._read_lock, self._connect)
+            except StoreError as exc:
+                raise StoreError(f"cannot open {self.path}: {exc}") from exc
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -138,12 +191,38 @@ class SQLiteStore:
     def _open_writer(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._connect()
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.executescript(SCHEMA)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Apply the pending migrations in one transaction (SQLite's DDL is transactional)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(VERSION_DDL)
+            (current,) = conn.execute(CURRENT_VERSION).fetchone()
+            for migration in plan(current, self.migrations, where=str(self.path)):
+                for statement in migration.statements:
+                    conn.execute(statement)
+                now = format_time(utc_now())
+                conn.execute(RECORD_VERSION, (migration.version, migration.description, now))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    async def schema_version(self) -> int:
+        version: int = (await self._read(lambda conn: conn.execute(CURRENT_VERSION).fetchone()))[0]
+        return version
+
     async def write(self, feeds: Sequence[PriceFeed]) -> int:
+        if self._writer is None:
+            await self.open()  # the store was not there at start: it is now, or this raises
         conn = self._require(self._writer)
         added = await self._in_thread(self._write_lock, lambda: self._insert(conn, feeds))
         self.rows_written += added
@@ -164,14 +243,54 @@ class SQLiteStore:
         conn.execute("COMMIT")
         return conn.total_changes - before
 
-    async def latest(self, symbols: Sequence[str]) -> list[PriceFeed]:
-        conn = self._require(self._reader)
-
-        def query() -> list[PriceFeed]:
-            rows = [conn.execute(LATEST, (s,)).fetchone() for s in symbols]
+    async def latest(self, symbols: Sequence[str], *, source: str | None = None) -> list[PriceFeed]:
+        def query(conn: sqlite3.Connection) -> list[PriceFeed]:
+            rows = [conn.execute(LATEST, (s, source, source)).fetchone() for s in symbols]
             return [_feed(row) for row in rows if row is not None]
 
-        return await self._in_thread(self._read_lock, query)
+        return await self._read(query)
+
+    async def latest_by_source(self, symbols: Sequence[str], *, since: datetime) -> list[PriceFeed]:
+        def query(conn: sqlite3.Connection) -> list[PriceFeed]:
+            after = format_time(since)
+            return [
+                _feed(row[:-1])
+                for symbol in symbols
+                for row in conn.execute(LATEST_BY_SOURCE, (symbol, after))
+            ]
+
+        return await self._read(query)
+
+    async def feeds_between(
+        self,
+        symbol: str,
+        start: datetime,
+        end: datetime,
+        *,
+        source: str | None = None,
+        limit: int = MAX_RANGE_FEEDS,
+    ) -> list[PriceFeed]:
+        args = (symbol, format_time(start), format_time(end), source, source, limit)
+        return await self._read(lambda conn: [_feed(r) for r in conn.execute(BETWEEN, args)])
+
+    async def candles(
+        self,
+        symbol: str,
+        start: datetime,
+        end: datetime,
+        interval: str,
+        *,
+        source: str | None = None,
+    ) -> list[Candle]:
+        width_s = INTERVALS[interval]
+        args = (symbol, format_time(start), format_time(end), source, source)
+
+        def query(conn: sqlite3.Connection) -> list[Candle]:
+            rows = conn.execute(CANDLE_ROWS, args)
+            return candles_of(((parse_time(t), Decimal(p), _decimal(v)) for t, p, v in rows),
+                              width_s)  # fmt: skip
+
+        return await self._read(query)
 
     async def aclose(self) -> None:
         for conn, lock in ((self._writer, self._write_lock), (self._reader, self._read_lock)):
@@ -181,12 +300,18 @@ class SQLiteStore:
 
     def statistics(self) -> dict[str, Any]:
         return {
-            "kind": "sqlite",
+            "kind": self.kind,
             "path": str(self.path),
             "rows_written": self.rows_written,
             "batches_written": self.batches_written,
             "last_write_at": self.last_write_at.isoformat() if self.last_write_at else None,
         }
+
+    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        if self._reader is None:
+            await self.open()
+        conn = self._require(self._reader)
+        return await self._in_thread(self._read_lock, lambda: query(conn))
 
     @staticmethod
     def _require(conn: sqlite3.Connection | None) -> sqlite3.Connection:
@@ -196,8 +321,8 @@ class SQLiteStore:
 
     @staticmethod
     async def _in_thread(lock: trio.CapacityLimiter, fn: Callable[[], T]) -> T:
-        """Run ``fn`` in a worker thread; sqlite3 errors become ``StoreError``."""
+        """Run ``fn`` in a worker thread; sqlite3 and file errors become ``StoreError``."""
         try:
             return await trio.to_thread.run_sync(fn, limiter=lock)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"sqlite: {exc}") from exc

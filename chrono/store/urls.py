@@ -1,0 +1,20 @@
+"""Store URLs as they may be shown: never with a password (logs, ``/status``, check-config)."""
+
+from __future__ import annotations
+
+from psycopg.conninfo import conninfo_to_dict
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (any other URL as it is)."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        return url
+    try:
+        params = conninfo_to_dict(url)
+    except Exception:  # unparseable: show nothing of it rather than a secret
+        return "postgresql://(unparseable URL)"
+    if "password" not in params:
+        return url
+    user, host = params.get("user", ""), params.get("host", "")
+    port, db = params.get("port", ""), params.get("dbname", "")
+    return f"postgresql://{user}:***@{host}{':' + str(port) if port else ''}/{db}"
