@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import psycopg
+import pytest
 import trio
 
 from chrono.model import PriceFeed
@@ -69,10 +71,30 @@ async def wait_status(daemon: ChronoProcess, check: Any, timeout_s: float = 30) 
             await trio.sleep(0.1)
 
 
-async def start_sim(nursery: trio.Nursery) -> CoinbaseSimulator:
+@dataclass
+class Rig:
+    """A Coinbase simulator and a config for `chrono run` storing into a cluster of its own."""
+
+    cluster: PostgresCluster
+    url: str
+    sim: CoinbaseSimulator
+    config: Path
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, nursery: trio.Nursery, own_pg_cluster: PostgresCluster) -> Rig:
+    url = own_pg_cluster.create_database("chrono")
     sim = CoinbaseSimulator(tick_interval_s=0.01)
     await nursery.start(sim.serve)
-    return sim
+    config = await write_config(tmp_path, sim.url, storage=storage(url))
+    return Rig(own_pg_cluster, url, sim, config)
+
+
+async def spool_during_an_outage(rig: Rig, daemon: ChronoProcess) -> None:
+    """Feeds flowing into the store, then the server stopped until a few batches are spooled."""
+    await wait_until(lambda: len(stored(rig.url)) > 20, timeout_s=20)
+    await stop_pg(rig.cluster)
+    await wait_status(daemon, lambda w: w["spool"]["batches"] >= 3)
 
 
 async def stop_pg(cluster: PostgresCluster) -> None:
@@ -83,12 +105,8 @@ async def start_pg(cluster: PostgresCluster) -> None:
     await trio.to_thread.run_sync(cluster.start)
 
 
-async def test_an_outage_mid_stream_loses_and_duplicates_nothing(
-    tmp_path: Path, nursery: trio.Nursery, own_pg_cluster: PostgresCluster
-) -> None:
-    url = own_pg_cluster.create_database("chrono")
-    sim = await start_sim(nursery)
-    config = await write_config(tmp_path, sim.url, storage=storage(url))
+async def test_an_outage_mid_stream_loses_and_duplicates_nothing(tmp_path: Path, rig: Rig) -> None:
+    url, sim, config = rig.url, rig.sim, rig.config
     with trio.fail_after(OUTAGE_S + 90):
         async with open_chrono(config) as daemon:
             await wait_until(lambda: len(stored(url)) > 20, timeout_s=20)
@@ -97,7 +115,7 @@ async def test_an_outage_mid_stream_loses_and_duplicates_nothing(
             assert count >= 20
             assert newest == max(r[2] for r in stored(url))
 
-            await stop_pg(own_pg_cluster)
+            await stop_pg(rig.cluster)
             outage_ends = trio.current_time() + OUTAGE_S
             health: dict[str, Any] = {}
             while trio.current_time() < outage_ends:
@@ -113,7 +131,7 @@ async def test_an_outage_mid_stream_loses_and_duplicates_nothing(
             assert "FAILING: postgresql:" in shown
             assert "batches spooled)" in shown
 
-            await start_pg(own_pg_cluster)
+            await start_pg(rig.cluster)
             await wait_status(daemon, lambda w: w["healthy"], timeout_s=30)
             sim.set_silent(True)
             await wait_until(lambda: len(stored(url)) == len(sim.ticks), timeout_s=30)
@@ -130,16 +148,12 @@ def stored_check(url: str) -> list[tuple[Any, ...]]:
 
 
 async def test_sigterm_during_an_outage_exits_0_and_the_next_start_delivers_the_rest(
-    tmp_path: Path, nursery: trio.Nursery, own_pg_cluster: PostgresCluster
+    tmp_path: Path, rig: Rig
 ) -> None:
-    url = own_pg_cluster.create_database("chrono")
-    sim = await start_sim(nursery)
-    config = await write_config(tmp_path, sim.url, storage=storage(url))
+    url, sim, config = rig.url, rig.sim, rig.config
     with trio.fail_after(120):
         async with open_chrono(config) as daemon:
-            await wait_until(lambda: len(stored(url)) > 20, timeout_s=20)
-            await stop_pg(own_pg_cluster)
-            await wait_status(daemon, lambda w: w["spool"]["batches"] >= 3)
+            await spool_during_an_outage(rig, daemon)
             sim.set_silent(True)
             await wait_until_received(daemon, sim)
             daemon.process.send_signal(signal.SIGTERM)
@@ -148,7 +162,7 @@ async def test_sigterm_during_an_outage_exits_0_and_the_next_start_delivers_the_
         spooled = spool_files(tmp_path / "spool")
         assert spooled  # the rest waits on disk
 
-        await start_pg(own_pg_cluster)
+        await start_pg(rig.cluster)
         async with open_chrono(config) as again:
             await wait_until(lambda: len(stored(url)) == len(sim.ticks), timeout_s=30)
             await wait_status(again, lambda w: w["healthy"])
@@ -158,24 +172,18 @@ async def test_sigterm_during_an_outage_exits_0_and_the_next_start_delivers_the_
     assert any("from an earlier run; replaying them" in m for m in again.messages())
 
 
-async def test_kill_9_with_a_spool_then_a_new_start_replays_it(
-    tmp_path: Path, nursery: trio.Nursery, own_pg_cluster: PostgresCluster
-) -> None:
-    url = own_pg_cluster.create_database("chrono")
-    sim = await start_sim(nursery)
-    config = await write_config(tmp_path, sim.url, storage=storage(url))
+async def test_kill_9_with_a_spool_then_a_new_start_replays_it(tmp_path: Path, rig: Rig) -> None:
+    url, sim, config = rig.url, rig.sim, rig.config
     with trio.fail_after(120):
         async with open_chrono(config) as daemon:
-            await wait_until(lambda: len(stored(url)) > 20, timeout_s=20)
-            await stop_pg(own_pg_cluster)
-            await wait_status(daemon, lambda w: w["spool"]["batches"] >= 3)
+            await spool_during_an_outage(rig, daemon)
             daemon.process.kill()
             assert await daemon.wait_exit() == -signal.SIGKILL
         spooled = spool_files(tmp_path / "spool")
         assert len(spooled) >= 3
         sim.set_silent(True)
 
-        await start_pg(own_pg_cluster)
+        await start_pg(rig.cluster)
         async with open_chrono(config) as again:
             await wait_status(again, lambda w: w["healthy"] and w["feeds_replayed"] > 0)
             again.process.send_signal(signal.SIGTERM)

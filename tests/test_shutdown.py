@@ -5,9 +5,6 @@ full) ends with a second signal or at its deadline, exit 1."""
 from __future__ import annotations
 
 import signal
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,20 +13,9 @@ import trio
 from chrono.testing.process import ChronoProcess, open_chrono
 from chrono.testing.simulators.coinbase import CoinbaseSimulator
 from tests.daemon import SQLITE_STORAGE, get_json, write_config
+from tests.stores import store_locked
 from tests.test_end_to_end import assert_stored_once, stored_rows
 from tests.waiting import wait_until
-
-
-@contextmanager
-def store_locked(db: Path) -> Iterator[None]:
-    """Hold SQLite's write lock, as a stuck or failing store would: Chrono's writes fail."""
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("BEGIN EXCLUSIVE")
-    try:
-        yield
-    finally:
-        conn.execute("ROLLBACK")
-        conn.close()
 
 
 def spool_full(daemon: ChronoProcess) -> bool:

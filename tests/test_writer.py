@@ -6,8 +6,8 @@ the next start."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import psycopg
@@ -19,19 +19,8 @@ from chrono.store import PostgresStore, SQLiteStore, Store
 from chrono.store.spool import Spool
 from chrono.testing.postgres import PostgresCluster
 from tests.feeds import make_feed
+from tests.stores import store_locked
 from tests.waiting import wait_until
-
-
-@contextmanager
-def store_locked(db: Path) -> Iterator[None]:
-    """Hold SQLite's write lock, as a stuck or failing store would: every write fails."""
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("BEGIN EXCLUSIVE")
-    try:
-        yield
-    finally:
-        conn.execute("ROLLBACK")
-        conn.close()
 
 
 def batches(count: int, size: int = 10, start: int = 0) -> list[list[PriceFeed]]:

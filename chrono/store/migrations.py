@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from chrono.errors import SchemaTooNew
 
 VERSION_TABLE = "chrono_schema_version"
+CURRENT_VERSION = f"SELECT COALESCE(MAX(version), 0) FROM {VERSION_TABLE}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from psycopg.types.json import set_json_dumps
 
 from chrono.model import PriceFeed, utc_now
 from chrono.store.base import INTERVALS, MAX_RANGE_FEEDS, Candle
-from chrono.store.migrations import VERSION_TABLE, Migration, plan
+from chrono.store.migrations import CURRENT_VERSION, VERSION_TABLE, Migration, plan
 from chrono.store.pg_pool import Connection, ConnectionPool
 from chrono.store.pg_sql import (
     BETWEEN,
@@ -93,7 +93,6 @@ CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (
     applied_at  timestamptz NOT NULL DEFAULT now()
 )
 """
-CURRENT_VERSION = f"SELECT COALESCE(MAX(version), 0) FROM {VERSION_TABLE}"
 RECORD_VERSION = f"INSERT INTO {VERSION_TABLE} (version, description) VALUES (%s, %s)"
 VERSION_TABLE_EXISTS = f"SELECT to_regclass('{VERSION_TABLE}') IS NOT NULL"
 

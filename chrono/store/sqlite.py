@@ -28,7 +28,7 @@ from chrono.errors import StoreError
 from chrono.model import PriceFeed, decimal_text, utc_now
 from chrono.store.base import INTERVALS, MAX_RANGE_FEEDS, Candle
 from chrono.store.candles import candles_of
-from chrono.store.migrations import VERSION_TABLE, Migration, plan
+from chrono.store.migrations import CURRENT_VERSION, VERSION_TABLE, Migration, plan
 
 T = TypeVar("T")
 
@@ -71,7 +71,6 @@ CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (
     applied_at  TEXT NOT NULL
 )
 """
-CURRENT_VERSION = f"SELECT COALESCE(MAX(version), 0) FROM {VERSION_TABLE}"
 RECORD_VERSION = f"INSERT INTO {VERSION_TABLE} (version, description, applied_at) VALUES (?, ?, ?)"
 
 INSERT = """
