@@ -22,7 +22,7 @@ from chrono.errors import ConfigError
 from chrono.exchanges import EXCHANGES
 from chrono.model import MAX_DECIMAL_PLACES, Bounds, FeedRules, is_canonical_symbol
 from chrono.store.timescale import MIN_RETENTION_DAYS
-from chrono.store.urls import masked_url
+from chrono.store.urls import masked_url, url_problem
 
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
@@ -210,6 +210,8 @@ def _check(config: Config) -> None:
 def _check_storage(storage: StorageConfig) -> None:
     if not storage.url.startswith(("sqlite:///", "postgresql://", "postgres://")):
         raise ConfigError("storage.url: expected sqlite:///PATH or postgresql://...")
+    if not storage.url.startswith("sqlite:///") and (problem := url_problem(storage.url)):
+        raise ConfigError(f"storage.url: {problem}")
     if 0 < storage.retention_days < MIN_RETENTION_DAYS:
         raise ConfigError(
             f"storage.retention_days: at least {MIN_RETENTION_DAYS} (the candle aggregates "

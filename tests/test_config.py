@@ -70,6 +70,10 @@ def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
             "validation.bounds.BTC/USD: min 10 is above max 1",
         ),
         (GOOD + '[storage]\nurl = "mysql://x"\n', "storage.url: expected sqlite:///PATH"),
+        (
+            GOOD + '[storage]\nurl = "postgresql://u:pw@db/x?colour=red"\n',
+            'storage.url: not a valid PostgreSQL URL (invalid URI query parameter: "colour")',
+        ),
         (GOOD + "[storage]\nretention_days = 2\n", "storage.retention_days: at least 5"),
         (GOOD + "[storage]\nspool_max_bytes = 0\n", "storage.spool_max_bytes: Expected `int` >= 1"),
         (GOOD + "[storage]\ntimescaledb = 'yes'\n", "storage.timescaledb: Invalid enum value"),

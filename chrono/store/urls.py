@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a PostgreSQL URL, without its secrets; ``None`` if it parses."""
+    try:
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        detail = str(exc).strip().replace(url, masked_url(url))
+        return f"not a valid PostgreSQL URL ({detail})"
+    return None
 
 
 def masked_url(url: str) -> str:
@@ -11,7 +22,7 @@ def masked_url(url: str) -> str:
         return url
     try:
         params = conninfo_to_dict(url)
-    except Exception:  # unparseable: show nothing of it rather than a secret
+    except psycopg.ProgrammingError:  # unparseable: show nothing of it rather than a secret
         return "postgresql://(unparseable URL)"
     if "password" not in params:
         return url
