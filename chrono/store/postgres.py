@@ -244,15 +244,18 @@ def _writer_setup(conn: Connection) -> None:
     conn.execute(INCOMING_DDL)
 
 
+def copy_row(f: PriceFeed) -> tuple[Any, ...]:
+    """A feed as one row of ``COPY`` (``COLUMNS`` order, ``INCOMING_TYPES``)."""
+    return (f.symbol, f.price, f.volume, f.bid, f.ask, f.timestamp, f.received_at, f.source,
+            f.worker_id, f.metadata)  # fmt: skip
+
+
 def _copy_in(conn: Connection, feeds: Sequence[PriceFeed]) -> int:
     with conn.transaction(), conn.cursor() as cur:
         with cur.copy(COPY_INCOMING) as copy:
             copy.set_types(INCOMING_TYPES)
-            for f in feeds:
-                copy.write_row(
-                    (f.symbol, f.price, f.volume, f.bid, f.ask, f.timestamp, f.received_at,
-                     f.source, f.worker_id, f.metadata)
-                )  # fmt: skip
+            for feed in feeds:
+                copy.write_row(copy_row(feed))
         cur.execute(MOVE_INCOMING)
         return cur.rowcount
 

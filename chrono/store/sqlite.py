@@ -125,7 +125,8 @@ def _decimal(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
 
-def _row(feed: PriceFeed, ingested_at: str) -> tuple[Any, ...]:
+def to_row(feed: PriceFeed, ingested_at: str) -> tuple[Any, ...]:
+    """A feed as the parameters of ``INSERT``: the text SQLite keeps."""
     return (
         feed.symbol,
         decimal_text(feed.price),
@@ -235,7 +236,7 @@ class SQLiteStore:
         before = conn.total_changes
         conn.execute("BEGIN")
         try:
-            conn.executemany(INSERT, [_row(feed, ingested_at) for feed in feeds])
+            conn.executemany(INSERT, [to_row(feed, ingested_at) for feed in feeds])
         except BaseException:
             conn.execute("ROLLBACK")
             raise
