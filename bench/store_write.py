@@ -307,6 +307,36 @@ async def write_and_replay(
     return write, replay
 
 
+async def after_an_outage(
+    target: Target, location: str, batches: Batches, folder: Path, timeout_s: float
+) -> tuple[float, float]:
+    """Seconds to spool ``batches`` (fsync'd, one file each, as during an outage), then for a
+    writer to replay them into a fresh store: how fast Chrono catches up once it is back."""
+    spool = Spool(folder, len(batches) * 1 << 20)
+    await spool.open()
+    store = target.store(location)
+    try:
+        with trio.fail_after(timeout_s):
+            start = perf_counter()
+            for batch in batches:
+                await spool.append(batch)
+            spooled_s = perf_counter() - start
+            await store.open()
+            send, receive = trio.open_memory_channel[list[PriceFeed]](TO_WRITER_BATCHES)
+            writer = IngestWriter(receive, store, spool)
+            start = perf_counter()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer.run)
+                await send.aclose()  # nothing new: the spool is all there is
+            replay_s = perf_counter() - start
+    finally:
+        await store.aclose()
+    feeds = sum(len(b) for b in batches)
+    if writer.feeds_replayed != feeds or not spool.is_empty():
+        raise BenchError(f"{store.kind}: replayed {writer.feeds_replayed} of {feeds} spooled")
+    return spooled_s, replay_s
+
+
 # --- one round, the rounds, the report ------------------------------------------------------
 
 
@@ -337,12 +367,17 @@ def run_round(
               for i in range(0, len(batches), per_write)]  # fmt: skip
     merged_at = target.fresh(f"merged{number}")
     merged_s = target.floor(merged_at, merged)
+    outage_at = target.fresh(f"outage{number}")
+    spooled_s, unspooled_s = trio.run(
+        after_an_outage, target, outage_at, batches, folder / f"outage{number}", timeout_s
+    )
     counts = {
         "floor": target.count(floor_at),
         "merged": target.count(merged_at),
         "chrono": target.count(chrono_at),
+        "outage": target.count(outage_at),
     }
-    if counts != {"floor": feeds, "merged": feeds, "chrono": feeds}:
+    if set(counts.values()) != {feeds}:
         raise BenchError(f"{target.name}: rows in the tables {counts}, expected {feeds} each")
     if check_rows and target.fingerprint(floor_at) != target.fingerprint(chrono_at):
         raise BenchError(f"{target.name}: the floor's table and Chrono's hold different rows")
@@ -350,6 +385,8 @@ def run_round(
         "floor_s": floor_s,
         "floor_same_size_s": merged_s,
         "same_size_feeds": len(merged[0]),
+        "spool_s": spooled_s,
+        "spool_replay_s": unspooled_s,
         "write": asdict(write),
         "replay": asdict(replay),
     }
@@ -385,6 +422,8 @@ def measure(target: Target, batches: Batches, repeat: int, folder: Path) -> dict
         "feeds_per_write": feeds / write["writes"],
         "replay_rows_per_s": feeds / replay["seconds"],
         "replay_feeds_per_write": feeds / replay["writes"],
+        "spool_rows_per_s": feeds / min(r["spool_s"] for r in rounds),
+        "spool_replay_rows_per_s": feeds / min(r["spool_replay_s"] for r in rounds),
         "rounds": rounds,
     }
 
@@ -406,6 +445,9 @@ def render(result: dict[str, Any]) -> str:
             f"{name:<11} {'replay (all duplicate)':<22} {'-':>12} {'-':>11}"
             f" {r['replay_rows_per_s']:>14,.0f} {'-':>6} {r['replay_feeds_per_write']:>12,.0f}"
         )
+        for what, key in (("spool (outage)", "spool_rows_per_s"),
+                          ("replay from the spool", "spool_replay_rows_per_s")):  # fmt: skip
+            lines.append(f"{name:<11} {what:<22} {'-':>12} {'-':>11} {r[key]:>14,.0f}")
     lines.append(
         "floor/batch: one transaction per batch; floor/same: transactions of the size the writer"
         " used (it merges queued batches); ratio = chrono / floor/same"

@@ -34,6 +34,7 @@ T = TypeVar("T")
 
 ALERT_LEVELS = (0.5, 0.8, 0.95)  # share of max_bytes at which a warning is logged
 SUFFIX = ".feeds"
+READ_AHEAD_FILES = 32  # files read per thread hop while replaying (a hop costs ~130 us)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[PriceFeed])
@@ -108,23 +109,25 @@ class Spool:
         feeds: list[PriceFeed] = []
         taken = 0
         while taken < len(self._segments):
-            segment = self._segments[taken]
-            data = await self._io(segment.path.read_bytes)
-            try:
-                batch = _decoder.decode(data)
-            except msgspec.DecodeError as exc:
-                await self._set_aside(segment, exc)
-                continue
-            if feeds and len(feeds) + len(batch) > max_feeds:
-                break
-            feeds.extend(batch)
-            taken += 1
+            ahead = list(self._segments)[taken : taken + READ_AHEAD_FILES]
+            contents = await self._io(_read_all, [s.path for s in ahead])  # one thread hop
+            for segment, data in zip(ahead, contents, strict=True):
+                try:
+                    batch = _decoder.decode(data)
+                except msgspec.DecodeError as exc:
+                    await self._set_aside(segment, exc)
+                    break  # the segments moved: read again from where this one was
+                if feeds and len(feeds) + len(batch) > max_feeds:
+                    return feeds, taken
+                feeds.extend(batch)
+                taken += 1
         return feeds, taken
 
     async def pop(self, count: int = 1) -> None:
         """Remove the ``count`` oldest batches: the store has them."""
-        for segment in list(self._segments)[:count]:
-            await self._io(segment.path.unlink, True)
+        done = list(self._segments)[:count]
+        await self._io(_unlink_all, [s.path for s in done])  # one thread hop
+        for segment in done:
             self._forget(segment)
         if not self._segments:
             log.info("spool empty: every spooled batch is in the store")
@@ -197,6 +200,15 @@ def _scan(folder: Path) -> list[Segment]:
         if stem.isdigit():
             found.append(Segment(int(stem), path, path.stat().st_size))
     return sorted(found, key=lambda s: s.seq)
+
+
+def _read_all(paths: list[Path]) -> list[bytes]:
+    return [path.read_bytes() for path in paths]
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _write_durably(path: Path, data: bytes) -> None:
