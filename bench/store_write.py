@@ -10,7 +10,11 @@ For each store (SQLite, PostgreSQL), in one run, the same N pre-built feeds cut 
    into an ``IngestWriter`` on a fresh store, its spool in a temp folder (it must stay empty);
    timed from the first send to ``run()`` returning after the channel closes;
 3. replay: the same feeds again through a fresh writer into that store, all duplicates, as a
-   replay after an outage is.
+   replay after an outage is;
+4. floor again, in transactions of the size the writer used (it merges queued batches): the
+   like-for-like floor that the ratio is taken against;
+5. outage: the batches appended to a spool (fsync'd, one file each, as while the store is
+   down), then replayed from it by a writer into a fresh store: how fast Chrono catches up.
 
 Turning feeds into rows is inside the timed region of both (Chrono has to do it too). The
 ratio chrono / floor is what the writer path (the channel, worker-thread hops, the staging table
