@@ -1,7 +1,8 @@
 """``chrono``: run | status | check-config | migrate | simulate.
 
 Exit codes: 0 ok, 1 runtime failure (daemon unreachable, a supervisor gave up, an aborted
-drain), 2 bad usage or bad config (the message names the key).
+drain, a store schema newer than the code, a store ``migrate`` cannot reach), 2 bad usage or
+bad config (the message names the key).
 """
 
 from __future__ import annotations
@@ -149,8 +150,12 @@ def _simulate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from chrono.service import run_service
 
+    from chrono.store.urls import url_password
+
     config = load_config(args.config)
     secrets = [*config.auth.internal_keys, *config.auth.public_keys, *config.auth.admin_keys]
+    if password := url_password(config.storage.url):
+        secrets.append(password)
     configure_logging(level=config.log.level, fmt=config.log.format, secrets=secrets)
     log.info(
         "chrono %s starting",

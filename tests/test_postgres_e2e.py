@@ -9,6 +9,7 @@ used 60).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import pytest
 import trio
 
 from chrono.model import PriceFeed
-from chrono.testing.postgres import PostgresCluster
+from chrono.testing.postgres import PostgresCluster, free_port
 from chrono.testing.process import ChronoProcess, open_chrono
 from chrono.testing.simulators import CoinbaseSimulator
 from tests.daemon import chrono_status, get_json, write_config
@@ -213,3 +214,24 @@ def spool_files(folder: Path) -> list[PriceFeed]:
     for path in sorted(folder.glob("*.feeds")):
         feeds.extend(decoder.decode(path.read_bytes()))
     return feeds
+
+
+async def test_a_store_that_is_not_there_is_an_outage_and_its_password_is_never_shown(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    sim = CoinbaseSimulator(tick_interval_s=0.01)
+    await nursery.start(sim.serve)
+    url = f"postgresql://chrono:pa55-w0rd@127.0.0.1:{free_port()}/chrono"  # nothing listens
+    config = await write_config(tmp_path, sim.url, storage=storage(url))
+    with trio.fail_after(60):
+        async with open_chrono(config) as daemon:
+            await wait_status(daemon, lambda w: w["spool"]["batches"] >= 2)
+            status = await get_json(daemon.port, "/status")
+            health = await get_json(daemon.port, "/health")
+            daemon.process.send_signal(signal.SIGTERM)
+            assert await daemon.wait_exit() == 0
+    assert health["services"]["store"] == "down"
+    assert status["store"]["url"] == f"postgresql://chrono:***@127.0.0.1:{url.split(':')[3]}"
+    assert any("store unavailable at start" in m for m in daemon.messages())
+    assert "pa55-w0rd" not in json.dumps(daemon.logs) + json.dumps(status)
+    assert spool_files(tmp_path / "spool")  # kept for the next start

@@ -29,3 +29,13 @@ def masked_url(url: str) -> str:
     user, host = params.get("user", ""), params.get("host", "")
     port, db = params.get("port", ""), params.get("dbname", "")
     return f"postgresql://{user}:***@{host}{':' + str(port) if port else ''}/{db}"
+
+
+def url_password(url: str) -> str | None:
+    """The password in a PostgreSQL URL, for the log filter to redact wherever it appears."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        return None
+    try:
+        return conninfo_to_dict(url).get("password") or None  # type: ignore[return-value]
+    except psycopg.ProgrammingError:
+        return None
