@@ -149,7 +149,6 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from chrono.service import run_service
-
     from chrono.store.urls import url_password
 
     config = load_config(args.config)

@@ -98,20 +98,24 @@ def setup_timescale(conn: Connection, settings: TimescaleSettings) -> TimescaleS
 
 
 def _compression(conn: Connection, settings: TimescaleSettings) -> None:
+    row = conn.execute(
+        "SELECT compression_enabled FROM timescaledb_information.hypertables"
+        " WHERE hypertable_name = 'price_feeds'"
+    ).fetchone()
+    if settings.compress_after_days > 0 and not (row and row[0]):
+        # Once: the settings cannot change while chunks are compressed. Every column of the
+        # feed key is a segment or order column, as TimescaleDB requires of a unique key.
+        conn.execute(
+            "ALTER TABLE price_feeds SET (timescaledb.compress,"
+            " timescaledb.compress_segmentby = 'symbol, source',"
+            " timescaledb.compress_orderby = 'timestamp DESC, price')"
+        )
     conn.execute("SELECT remove_compression_policy('price_feeds', if_exists => TRUE)")
-    if settings.compress_after_days <= 0:
-        return
-    # Every column of the feed key is a segment or order column, as TimescaleDB requires of a
-    # table with a unique constraint.
-    conn.execute(
-        "ALTER TABLE price_feeds SET (timescaledb.compress,"
-        " timescaledb.compress_segmentby = 'symbol, source',"
-        " timescaledb.compress_orderby = 'timestamp DESC, price')"
-    )
-    conn.execute(
-        "SELECT add_compression_policy('price_feeds', make_interval(days => %s))",
-        (settings.compress_after_days,),
-    )
+    if settings.compress_after_days > 0:
+        conn.execute(
+            "SELECT add_compression_policy('price_feeds', make_interval(days => %s))",
+            (settings.compress_after_days,),
+        )
 
 
 def _retention(conn: Connection, settings: TimescaleSettings) -> None:
