@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from chrono.errors import SchemaTooNew
 
@@ -42,3 +43,27 @@ def plan(current: int, migrations: Sequence[Migration], *, where: str) -> list[M
 
 def latest_version(migrations: Sequence[Migration]) -> int:
     return migrations[-1].version if migrations else 0
+
+
+class Executes(Protocol):
+    """What both drivers' connections offer (sqlite3 and psycopg)."""
+
+    def execute(self, query: str, params: Any = ..., /) -> Any: ...
+
+
+def apply_pending(
+    conn: Executes,
+    migrations: Sequence[Migration],
+    *,
+    version_ddl: str,
+    record: str,
+    where: str,
+) -> None:
+    """Inside the caller's transaction: make the version table, apply each pending migration
+    and record it with ``record`` (parameters: version, description)."""
+    conn.execute(version_ddl)
+    (current,) = conn.execute(CURRENT_VERSION).fetchone()
+    for migration in plan(current, migrations, where=where):
+        for statement in migration.statements:
+            conn.execute(statement)
+        conn.execute(record, (migration.version, migration.description))

@@ -27,7 +27,7 @@ from psycopg.types.json import set_json_dumps
 
 from chrono.model import PriceFeed, utc_now
 from chrono.store.base import INTERVALS, MAX_RANGE_FEEDS, Candle
-from chrono.store.migrations import CURRENT_VERSION, VERSION_TABLE, Migration, plan
+from chrono.store.migrations import CURRENT_VERSION, VERSION_TABLE, Migration, apply_pending
 from chrono.store.pg_pool import Connection, ConnectionPool
 from chrono.store.pg_sql import (
     BETWEEN,
@@ -144,12 +144,8 @@ class PostgresStore:
     def _migrate(self, conn: Connection) -> TimescaleState:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
-            conn.execute(VERSION_DDL)
-            (current,) = _one(conn, CURRENT_VERSION)
-            for migration in plan(current, self.migrations, where=masked_url(self.url)):
-                for statement in migration.statements:
-                    conn.execute(statement)
-                conn.execute(RECORD_VERSION, (migration.version, migration.description))
+            apply_pending(conn, self.migrations, version_ddl=VERSION_DDL,
+                          record=RECORD_VERSION, where=masked_url(self.url))  # fmt: skip
         return setup_timescale(conn, self.timescale_settings)
 
     async def schema_version(self) -> int:

@@ -28,7 +28,7 @@ from chrono.errors import StoreError
 from chrono.model import PriceFeed, decimal_text, utc_now
 from chrono.store.base import INTERVALS, MAX_RANGE_FEEDS, Candle
 from chrono.store.candles import candles_of
-from chrono.store.migrations import CURRENT_VERSION, VERSION_TABLE, Migration, plan
+from chrono.store.migrations import CURRENT_VERSION, VERSION_TABLE, Migration, apply_pending
 
 T = TypeVar("T")
 
@@ -68,10 +68,10 @@ VERSION_DDL = f"""
 CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (
     version     INTEGER PRIMARY KEY,
     description TEXT NOT NULL,
-    applied_at  TEXT NOT NULL
+    applied_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 )
 """
-RECORD_VERSION = f"INSERT INTO {VERSION_TABLE} (version, description, applied_at) VALUES (?, ?, ?)"
+RECORD_VERSION = f"INSERT INTO {VERSION_TABLE} (version, description) VALUES (?, ?)"
 
 INSERT = """
 INSERT OR IGNORE INTO price_feeds
@@ -204,13 +204,8 @@ class SQLiteStore:
         """Apply the pending migrations in one transaction (SQLite's DDL is transactional)."""
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(VERSION_DDL)
-            (current,) = conn.execute(CURRENT_VERSION).fetchone()
-            for migration in plan(current, self.migrations, where=str(self.path)):
-                for statement in migration.statements:
-                    conn.execute(statement)
-                now = format_time(utc_now())
-                conn.execute(RECORD_VERSION, (migration.version, migration.description, now))
+            apply_pending(conn, self.migrations, version_ddl=VERSION_DDL,
+                          record=RECORD_VERSION, where=str(self.path))  # fmt: skip
         except BaseException:
             conn.execute("ROLLBACK")
             raise
