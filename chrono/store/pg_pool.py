@@ -13,7 +13,6 @@ transaction is either committed or rolled back, never left running behind Chrono
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -22,8 +21,6 @@ import trio
 from psycopg.rows import TupleRow
 
 from chrono.errors import StoreError
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Connection = psycopg.Connection[TupleRow]

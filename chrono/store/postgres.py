@@ -33,7 +33,6 @@ from chrono.store.pg_sql import (
     BETWEEN,
     CANDLES,
     CANDLES_TIMESCALE,
-    COLUMNS,
     COPY_INCOMING,
     INCOMING_DDL,
     INCOMING_TYPES,
@@ -263,7 +262,7 @@ def _one(conn: Connection, query: str) -> tuple[Any, ...]:
 
 
 def _feed(row: tuple[Any, ...]) -> PriceFeed:
-    symbol, price, volume, bid, ask, ts, received, source, worker, meta = row[: len(COLUMNS)]
+    symbol, price, volume, bid, ask, ts, received, source, worker, meta = row
     return PriceFeed(
         symbol=symbol, price=price, volume=volume, bid=bid, ask=ask, timestamp=ts,
         received_at=received, source=source, worker_id=worker, metadata=meta,

@@ -135,7 +135,7 @@ class Spool:
     def _forget(self, segment: Segment) -> None:
         self._segments.remove(segment)
         self.bytes -= segment.size
-        self.alert_level = max((lv for lv in ALERT_LEVELS if self.fill() >= lv), default=0.0)
+        self.alert_level = self._level()
         self._space.set()
         self._space = trio.Event()
 
@@ -156,11 +156,15 @@ class Spool:
         await self._io(move)
         self._forget(segment)
 
+    def _level(self) -> float:
+        """The highest of ``ALERT_LEVELS`` the spool has reached (0 below them all)."""
+        return max((lv for lv in ALERT_LEVELS if self.fill() >= lv), default=0.0)
+
     def fill(self) -> float:
         return self.bytes / self.max_bytes
 
     def _alert(self) -> None:
-        reached = max((lv for lv in ALERT_LEVELS if self.fill() >= lv), default=0.0)
+        reached = self._level()
         if reached > self.alert_level:
             log.warning(
                 "spool %d%% full: the store has not taken batches for a while",
