@@ -36,7 +36,7 @@ class ServerConfig(_Section, frozen=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
     graceful_timeout_s: Positive = 5.0
-    # A client that stops reading can pin hypercorn's send forever (../shared/STACK.md trap 1).
+    # A client that stops reading can pin hypercorn's send forever (docs/stack.md, trap 1).
     tcp_user_timeout_ms: PositiveInt = 10_000
 
 

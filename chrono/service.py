@@ -13,7 +13,7 @@
        ├─ supervisor ─ writer   ─┘ -> store
        └─ collectors nursery (its own cancel scope): supervisor ─ collector, one per config entry
 
-Drain order (ARCHITECTURE.md): the collectors' scope is cancelled -> the intake's send end
+Drain order (docs/architecture.md): the collectors' scope is cancelled -> the intake's send end
 closes -> fan-out, batcher and writer drain through ``EndOfChannel`` -> the last batch is
 written -> stream clients are told 1001 and the HTTP server stops within its grace period.
 """

@@ -2,7 +2,7 @@
 
 Expected values are worked out here from the raw text with the stdlib (``json``, ``Decimal``,
 ``datetime``), never with the adapter's own code. The recordings hold ``@bookTicker`` frames
-only; the ``24hrTicker`` frames are built from exchanges.md's example, keeping its invariants.
+only; the ``24hrTicker`` frames are built from docs/exchanges.md's example, keeping its invariants.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from chrono.exchanges.binance import (
     BookTickerAdapter,
     TickerAdapter,
 )
-from tests.captures import events
+from tests.recorded import events
 
 RECEIVED_AT = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 BOOK = EXCHANGE.protocols["bookTicker"]
 US_BOOK = US_EXCHANGE.protocols["bookTicker"]
-# The pairs of the two recordings: Binance symbols carry no separator (exchanges.md §8).
+# The pairs of the two recordings: Binance symbols carry no separator (docs/exchanges.md §8).
 RECORDED_PAIRS = {
     "nknusdt": "NKN/USDT",
     "blzeth": "BLZ/ETH",
@@ -54,7 +54,7 @@ def book_adapter(*symbols: str) -> BinanceAdapter:
 
 
 def ticker_event(**fields: Any) -> dict[str, Any]:
-    """A 24hrTicker event (exchanges.md's example) whose derived fields follow the invariants."""
+    """A 24hrTicker event from docs/exchanges.md's example; derived fields follow its invariants."""
     event: dict[str, Any] = {
         "e": "24hrTicker", "E": 1754006400123, "s": "BTCUSDT", "p": "", "P": "",
         "w": "116902.11234567", "x": "117200.01000000", "c": "116687.66000000",
@@ -192,7 +192,7 @@ def test_replay_recorded_book_tickers(name: str, exchange: Any, count: int) -> N
 
 def test_ticker_feed() -> None:
     event = ticker_event()
-    assert (event["p"], event["P"]) == ("-512.34000000", "-0.437")  # exchanges.md's values
+    assert (event["p"], event["P"]) == ("-512.34000000", "-0.437")  # docs/exchanges.md's values
     for frame in (combined(event), json.dumps(event), combined(event).encode()):
         parsed = ticker_adapter().parse(frame, RECEIVED_AT)
         assert (parsed.kind, parsed.skipped) == (FrameKind.DATA, [])

@@ -76,7 +76,7 @@ def sent(feed_frame: str | bytes, parser: Adapter) -> SentTick:
 
 
 def check_ticker(event: dict[str, Any]) -> None:
-    """Every field, in Binance's order, with exchanges.md's invariants."""
+    """Every field, in Binance's order, with docs/exchanges.md's invariants."""
     assert list(event) == TICKER_FIELDS
     assert event["e"] == "24hrTicker"
     for key in "wxcbaohl":

@@ -1,6 +1,6 @@
-"""The Bitstamp adapter against the real frames quoted in exchanges.md §4 and edge cases.
+"""The Bitstamp adapter against the real frames quoted in docs/exchanges.md §4 and edge cases.
 
-There is no Bitstamp recording in ../shared/captures: the frames below are exchanges.md's real
+There is no Bitstamp recording in tests/captures: the frames below are docs/exchanges.md's real
 captures (trade, ack, error, reconnect request) and the cryptofeed capture's book shape.
 Expected values are worked out here from the raw text with the stdlib (``json``, ``Decimal``,
 ``datetime``), never with the adapter's own code.
@@ -21,7 +21,7 @@ from chrono.exchanges.base import FrameKind
 from chrono.exchanges.bitstamp import EXCHANGE, BitstampAdapter
 
 RECEIVED_AT = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-# exchanges.md §4, real capture
+# docs/exchanges.md §4, real capture
 TRADE = (
     '{"data":{"id":216000477,"timestamp":"1641343699","amount":0.0792,"amount_str":"0.07920000",'
     '"price":3805.44,"price_str":"3805.44","type":0,"microtimestamp":"1641343699596000",'

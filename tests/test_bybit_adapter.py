@@ -1,6 +1,6 @@
 """The Bybit v5 adapters (spot and linear) against documented frames and hand-made edge cases.
 
-There is no Bybit v5 recording in ../shared/captures: frames come from exchanges.md §7 and
+There is no Bybit v5 recording in tests/captures: frames come from docs/exchanges.md §7 and
 Bybit's docs (spot ticker, linear snapshot, ack, error and pong shapes), linear deltas are
 built with the documented fields. Expected values are worked out here with the stdlib (``json``,
 ``Decimal``, ``datetime``, dict merging), never with the adapter's own code.
@@ -31,7 +31,7 @@ from chrono.model import PriceFeed
 RECEIVED_AT = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 PAIRS = ("BTC/USDT", "ETH/USDT")
 
-SPOT_TICKER = (  # exchanges.md §7
+SPOT_TICKER = (  # docs/exchanges.md §7
     '{"topic":"tickers.BTCUSDT","ts":1673853746003,"type":"snapshot","cs":2588407389,'
     '"data":{"symbol":"BTCUSDT","lastPrice":"21109.77","highPrice24h":"21426.99",'
     '"lowPrice24h":"20575","prevPrice24h":"20704.93","volume24h":"6780.866843",'

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,15 +17,13 @@ from chrono.errors import InvalidFrame
 from chrono.exchanges import EXCHANGES
 from chrono.exchanges.base import FrameKind
 from chrono.exchanges.coinbase import EXCHANGE, CoinbaseAdapter
+from tests.recorded import received
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
 RECEIVED_AT = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
 
 def recorded_frames() -> list[str]:
-    lines = (CAPTURES / "coinbase-ticker.jsonl").read_text().splitlines()
-    events = [json.loads(line) for line in lines]
-    return [event["frame"] for event in events if event["event"] == "recv"]
+    return received("coinbase-ticker")
 
 
 def adapter(*symbols: str) -> CoinbaseAdapter:

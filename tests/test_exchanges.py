@@ -1,7 +1,7 @@
 """Every registered exchange, through the real collector, against its simulator on loopback.
 
 The registry test checks that each exchange has its adapter, simulator, frames (recorded in
-../shared/captures or built from exchanges.md) and test modules. The collector tests run per
+tests/captures or built from docs/exchanges.md) and test modules. The collector tests run per
 exchange and wire version: trades arrive with canonical symbols, prices digit for digit and the
 exchange's UTC time; garbage is counted without a reconnect; a drop reconnects and resubscribes;
 the exchange's reconnect notice rotates make-before-break.
@@ -26,12 +26,12 @@ from chrono.errors import InvalidFrame
 from chrono.exchanges import EXCHANGES, Exchange
 from chrono.model import FeedRules, PriceFeed, utc_now
 from chrono.testing.simulators import SIMULATORS, Simulator
-from tests.captures import CAPTURES, received
+from tests.recorded import CAPTURES, received
 from tests.waiting import wait_until
 
 TESTS = Path(__file__).resolve().parent
 
-# Frames per exchange: a recording in ../shared/captures, or frames from exchanges.md.
+# Frames per exchange: a recording in tests/captures, or frames from docs/exchanges.md.
 RECORDED = {
     "coinbase": ["coinbase-ticker"],
     "binance": ["binance-bookticker"],
@@ -39,7 +39,7 @@ RECORDED = {
     "kraken": ["kraken-v1-ticker"],
     "okx": ["okx-tickers"],
 }
-DOCUMENTED = {  # (wire version, symbols, frame) from exchanges.md where nothing was recorded
+DOCUMENTED = {  # (wire version, symbols, frame) from docs/exchanges.md where nothing was recorded
     "bitstamp": (
         None,
         ["ETH/USD"],

@@ -1,6 +1,6 @@
-"""The Gemini adapter (current API, ``wss://ws.gemini.com``) against frames from exchanges.md §5.
+"""The Gemini adapter (current API, ``wss://ws.gemini.com``) against documented frames.
 
-There is no recording for this API in ../shared/captures: the frames are the documented
+There is no recording for this API in tests/captures: the frames are docs/exchanges.md §5's
 bookTicker, response envelope and error, varied field by field. Expected values are worked out
 here with the stdlib (``json``, ``Decimal``, integer arithmetic on ``E``), never with the
 adapter's own code.
@@ -28,7 +28,7 @@ from chrono.exchanges.gemini import (
 from chrono.model import PriceFeed
 
 RECEIVED_AT = datetime(2025, 9, 30, 13, 46, 41, 5, tzinfo=UTC)
-# exchanges.md §5, verbatim
+# docs/exchanges.md §5, verbatim
 DOC_BOOK_TICKER = (
     '{"u":12345678,"E":1759240000123456789,"s":"btcusd","b":"109876.12","B":"0.5",'
     '"a":"109876.45","A":"1.25","c":"109876.30","C":"0.01"}'

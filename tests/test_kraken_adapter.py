@@ -21,7 +21,7 @@ from chrono.exchanges.kraken import EXCHANGE, KrakenAdapter
 from chrono.exchanges.kraken_common import BATCH_SYMBOLS, canonical_symbol
 from chrono.exchanges.kraken_v1 import V1_EXCHANGE, KrakenV1Adapter
 from chrono.model import PriceFeed
-from tests.captures import received, sent
+from tests.recorded import received, sent
 
 RECEIVED_AT = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 CAPTURE = "kraken-v1-ticker"

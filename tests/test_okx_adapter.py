@@ -18,7 +18,7 @@ from chrono.errors import InvalidFrame
 from chrono.exchanges.base import FrameKind, Limits, ParsedFrame
 from chrono.exchanges.okx import EXCHANGE, MAX_REQUEST_BYTES, OkxAdapter
 from chrono.model import PriceFeed
-from tests.captures import received, sent
+from tests.recorded import received, sent
 
 RECEIVED_AT = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 NOTICE = (
@@ -37,7 +37,7 @@ def adapter(*symbols: str) -> OkxAdapter:
 
 
 def item(**fields: Any) -> dict[str, Any]:
-    """The exchanges.md ticker item (a real capture), with ``fields`` replaced or removed."""
+    """The docs/exchanges.md ticker item (a real capture), with ``fields`` replaced or removed."""
     base = {
         "instType": "SPOT", "instId": "BTC-USDT", "last": "30236", "lastSz": "0.0002",
         "askPx": "30228.7", "askSz": "1.55896972", "bidPx": "30228.6", "bidSz": "0.23393",

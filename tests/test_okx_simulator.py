@@ -19,7 +19,7 @@ from websockets.trio.client import ClientConnection, connect
 from chrono.exchanges.base import FrameKind, ParsedFrame
 from chrono.exchanges.okx import EXCHANGE, OkxAdapter
 from chrono.testing.simulators.okx import OkxSimulator
-from tests.captures import received
+from tests.recorded import received
 
 PAIRS = ["BTC/USDT", "ETH/USDT"]
 NATIVES = ["BTC-USDT", "ETH-USDT"]

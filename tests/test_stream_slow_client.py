@@ -1,7 +1,7 @@
 """A /stream client that stops reading neither slows the pipeline nor hangs the shutdown.
 
 hypercorn sends in a shielded scope, so a peer that stops reading could pin a handler forever
-(../shared/STACK.md trap 1); TCP_USER_TIMEOUT on the listening socket ends that send. The stuck
+(docs/stack.md, trap 1); TCP_USER_TIMEOUT on the listening socket ends that send. The stuck
 client here is a raw socket that does the WebSocket handshake, subscribes, and never reads again.
 """
 

@@ -2,7 +2,7 @@
 
 The hypercorn ``Config`` is built here (never its mutable, typo-accepting file loader) and its
 listening sockets get ``TCP_USER_TIMEOUT``: a client that stops reading would otherwise pin
-hypercorn's shielded send forever (../shared/STACK.md trap 1); accepted sockets inherit it.
+hypercorn's shielded send forever (docs/stack.md, trap 1); accepted sockets inherit it.
 """
 
 from __future__ import annotations

@@ -226,7 +226,7 @@ class TickerAdapter(BinanceAdapter):
     event = "24hrTicker"
 
     def _parse_data(self, data: bytes | str, received_at: datetime) -> ParsedFrame:
-        """A ticker event (exchanges.md, trimmed)::
+        """A ticker event (docs/exchanges.md, trimmed)::
 
             {"e":"24hrTicker","E":1754006400123,"s":"BTCUSDT","p":"-512.34000000",
              "c":"116687.66000000","b":"116687.65000000","a":"116687.66000000",
@@ -297,7 +297,7 @@ class BookTickerAdapter(BinanceAdapter):
 
 
 def _parse_shutdown() -> ParsedFrame:
-    """Maintenance ahead: this connection closes soon (exchanges.md)::
+    """Maintenance ahead: this connection closes soon (docs/exchanges.md)::
 
         {"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1770123456789}}
 
@@ -328,7 +328,7 @@ def _mid(bid: Decimal, ask: Decimal) -> Decimal:
         raise InvalidFrame("schema", f"no exact mid of {bid} and {ask}") from exc
 
 
-# 300 connection attempts per 5 min per IP (exchanges.md §2): at most 5 in any 10 s, half the
+# 300 connection attempts per 5 min per IP (docs/exchanges.md §2): at most 5 in any 10 s, half the
 # limit, yet enough for a few collectors to start or rotate together.
 # 5 incoming messages/s per connection, pings and pongs included: 3 leaves room for the pong to
 # the server's ping every 20 s. 1024 streams per connection, one stream per symbol.

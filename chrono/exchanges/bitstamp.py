@@ -178,7 +178,7 @@ class BitstampAdapter:
         return _parse_control(message)
 
     def _parse_trade(self, trade: Trade, received_at: datetime) -> ParsedFrame:
-        """One trade (real capture, exchanges.md)::
+        """One trade (real capture, docs/exchanges.md)::
 
             {"data":{"id":216000477,"timestamp":"1641343699","amount":0.0792,
              "amount_str":"0.07920000","price":3805.44,"price_str":"3805.44","type":0,
@@ -241,7 +241,7 @@ class BitstampAdapter:
         return ParsedFrame(FrameKind.ACK, message=ack.channel, symbols=self._held(ack.channel))
 
     def _parse_error(self, error: ErrorMessage) -> ParsedFrame:
-        """A refused request; the link stays up (real capture, exchanges.md)::
+        """A refused request; the link stays up (real capture, docs/exchanges.md)::
 
             {"event":"bts:error","channel":"",
              "data":{"code":null,"message":"Incorrect JSON format."}}
@@ -259,7 +259,7 @@ class BitstampAdapter:
 
 
 def _parse_control(message: Unsubscribed | Heartbeat | ReconnectRequest) -> ParsedFrame:
-    """The frames that carry no data (exchanges.md §4)::
+    """The frames that carry no data (docs/exchanges.md §4)::
 
     {"event":"bts:unsubscription_succeeded","channel":"live_trades_btcusd","data":{}}
     {"event":"bts:heartbeat","channel":"","data":{"status":"success"}}
@@ -320,7 +320,7 @@ EXCHANGE: Final = Exchange(
     default_url="wss://ws.bitstamp.net",
     adapter=BitstampAdapter,
     native_symbol=native_symbol,
-    # Bitstamp documents no WebSocket limits (exchanges.md §4), so these are conservative
+    # Bitstamp documents no WebSocket limits (docs/exchanges.md §4), so these are conservative
     # guesses: 1 connect/s per IP; 10 client messages/s (one channel per message, two per
     # pair); 200 pairs per connection, about all Bitstamp lists, subscribed in ~40 s.
     limits=Limits(connects=1, connects_window_s=1.0, messages_per_s=10.0, max_symbols=200),

@@ -160,7 +160,7 @@ class BybitAdapter:
     def _parse_ticker(
         self, message: Envelope, time: datetime, received_at: datetime
     ) -> ParsedFrame:
-        """A spot ticker, a snapshot every 50 ms (exchanges.md, the docs' example)::
+        """A spot ticker, a snapshot every 50 ms (docs/exchanges.md, the docs' example)::
 
             {"topic":"tickers.BTCUSDT","ts":1673853746003,"type":"snapshot","cs":2588407389,
              "data":{"symbol":"BTCUSDT","lastPrice":"21109.77","highPrice24h":"21426.99",
@@ -209,7 +209,7 @@ class BybitAdapter:
         )
 
     def _parse_reply(self, message: Envelope) -> ParsedFrame:
-        """A reply to a request (exchanges.md; the docs' spot and linear tabs)::
+        """A reply to a request (docs/exchanges.md; the docs' spot and linear tabs)::
 
             {"success":true,"ret_msg":"subscribe","conn_id":"2324d924-...","req_id":"10001",
              "op":"subscribe"}

@@ -180,7 +180,7 @@ class CoinbaseAdapter:
 
 
 def _parse_heartbeat(beat: Heartbeat) -> ParsedFrame:
-    """Proof the link is alive, once a second per product (exchanges.md)::
+    """Proof the link is alive, once a second per product (docs/exchanges.md)::
 
         {"type":"heartbeat","sequence":90,"last_trade_id":20,"product_id":"BTC-USD",
          "time":"2014-11-07T08:19:28.464459Z"}
@@ -191,7 +191,7 @@ def _parse_heartbeat(beat: Heartbeat) -> ParsedFrame:
 
 
 def _parse_error(error: ErrorMessage) -> ParsedFrame:
-    """A refused request; the link stays up (exchanges.md)::
+    """A refused request; the link stays up (docs/exchanges.md)::
 
         {"type":"error","message":"Failed to subscribe",
          "reason":"BTC-XYZ is not a valid product"}

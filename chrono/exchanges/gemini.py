@@ -1,8 +1,9 @@
 """Gemini's current WebSocket API (``wss://ws.gemini.com``): the ``{symbol}@bookTicker`` streams.
 
-A Binance-style control plane (exchanges.md §5): requests ``{"id","method","params"}``, answered
-by an envelope ``{"id","status","result"|"error"}`` that echoes the request id. The adapter keeps
-the ids it sent (subscribe -> its symbols, ping) so a response can say what it confirms.
+A Binance-style control plane (docs/exchanges.md §5): requests ``{"id","method","params"}``,
+answered by an envelope ``{"id","status","result"|"error"}`` that echoes the request id. The
+adapter keeps the ids it sent (subscribe -> its symbols, ping) so a response can say what it
+confirms.
 
 The API has no type tag: a frame is a response if it carries ``id``/``status``, a bookTicker if it
 carries ``u`` (and no ``e``, which the other streams' events have). Frames decode in one pass into
@@ -111,7 +112,7 @@ class GeminiAdapter:
     def subscribe_messages(self, symbols: Sequence[str], *, resubscribe: bool = False) -> list[str]:
         """One ``subscribe`` per ``MAX_STREAMS_PER_REQUEST`` streams.
 
-        No unsubscribe first: exchanges.md does not say Gemini refuses a repeated subscribe
+        No unsubscribe first: docs/exchanges.md does not say Gemini refuses a repeated subscribe
         (Binance, whose protocol this is, accepts it), so a resubscribe is a plain subscribe.
         """
         messages = []
@@ -125,7 +126,7 @@ class GeminiAdapter:
         return messages
 
     def ping_message(self) -> str:
-        """The utility method ``ping`` (exchanges.md §5); its response is a HEARTBEAT."""
+        """The utility method ``ping`` (docs/exchanges.md §5); its response is a HEARTBEAT."""
         request_id = self._remember(_Request("ping", [], []))
         return _ENCODER.encode({"id": request_id, "method": "ping"}).decode()
 
@@ -149,7 +150,7 @@ class GeminiAdapter:
         return request_id
 
     def _parse_book_ticker(self, ticker: Frame, received_at: datetime) -> ParsedFrame:
-        """A top-of-book change (exchanges.md §5)::
+        """A top-of-book change (docs/exchanges.md §5)::
 
             {"u":12345678,"E":1759240000123456789,"s":"btcusd","b":"109876.12","B":"0.5",
              "a":"109876.45","A":"1.25","c":"109876.30","C":"0.01"}
@@ -186,7 +187,7 @@ class GeminiAdapter:
         return ParsedFrame(FrameKind.DATA, feeds=[feed])
 
     def _parse_response(self, response: Frame) -> ParsedFrame:
-        """The answer to a request, matched by its id (exchanges.md §5)::
+        """The answer to a request, matched by its id (docs/exchanges.md §5)::
 
             {"id":"1","status":200,"result":null}
             {"id":"1","status":400,"error":{"code":-1002,"msg":"..."}}
@@ -262,7 +263,7 @@ EXCHANGE: Final = Exchange(
     default_url="wss://ws.gemini.com",
     adapter=GeminiAdapter,
     native_symbol=native_symbol,
-    # No connection, message or stream limits are documented for this API (exchanges.md §5),
+    # No connection, message or stream limits are documented for this API (docs/exchanges.md §5),
     # so stay well inside Binance's (300 connects / 5 min, 5 msg/s, 1024 streams), which this
     # protocol copies: one connect per 2 s per IP, 2 requests/s, 200 streams per connection
     # (production served a 347-stream subscribe on one connection, dp_exchange changelog).

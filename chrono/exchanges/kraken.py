@@ -155,7 +155,7 @@ class KrakenAdapter(KrakenAdapterBase):
         return self._parse_reply(message)
 
     def _parse_ticker(self, message: V2Ticker, received_at: datetime) -> ParsedFrame:
-        """Ticks for one or more pairs (exchanges.md, doc example, trimmed)::
+        """Ticks for one or more pairs (docs/exchanges.md, doc example, trimmed)::
 
             {"channel":"ticker","type":"snapshot","data":[{"symbol":"ALGO/USD","bid":0.10025,
              "bid_qty":740.0,"ask":0.10036,"ask_qty":1361.44813783,"last":0.10035,
@@ -179,7 +179,7 @@ class KrakenAdapter(KrakenAdapterBase):
         return parsed
 
     def _parse_reply(self, reply: V2Subscribe | V2Unsubscribe) -> ParsedFrame:
-        """One reply per pair (exchanges.md)::
+        """One reply per pair (docs/exchanges.md)::
 
             {"method":"subscribe","result":{"channel":"ticker","symbol":"BTC/USD",
              "snapshot":true},"success":true,"time_in":"...","time_out":"...","req_id":1}
@@ -205,7 +205,7 @@ class KrakenAdapter(KrakenAdapterBase):
 
 
 def _parse_v2_status(status: V2Status) -> ParsedFrame:
-    """Sent on connect and on a system change (exchanges.md)::
+    """Sent on connect and on a system change (docs/exchanges.md)::
 
     {"channel":"status","type":"update","data":[{"api_version":"v2",
      "connection_id":13834774380200032777,"system":"online","version":"2.0.0"}]}

@@ -154,7 +154,7 @@ class KrakenV1Adapter(KrakenAdapterBase):
         return self._parse_subscription(event)
 
     def _parse_subscription(self, status: V1SubscriptionStatus) -> ParsedFrame:
-        """One per pair (real capture / exchanges.md)::
+        """One per pair (real capture / docs/exchanges.md)::
 
             {"channelID":1668,"channelName":"ticker","event":"subscriptionStatus",
              "pair":"WAVES/EUR","status":"subscribed","subscription":{"name":"ticker"}}

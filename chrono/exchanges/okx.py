@@ -33,7 +33,7 @@ SOURCE: Final = "okx"
 CHANNEL: Final = "tickers"
 PING: Final = "ping"  # the literal text, not JSON; the server answers ``pong``
 RECONNECT_NOTICE: Final = "64008"  # "The connection will soon be closed for a service upgrade."
-# The args of one request may total 64 KB (exchanges.md §6). A quarter of that leaves room for
+# The args of one request may total 64 KB (docs/exchanges.md §6). A quarter of that leaves room for
 # the envelope and for however OKX counts; 200 symbols of ~50 bytes each still fit in one.
 MAX_REQUEST_BYTES: Final = 16 * 1024
 _ENVELOPE_BYTES: Final = 64  # {"id":"...","op":"unsubscribe","args":[]} with a long id
@@ -202,7 +202,7 @@ class OkxAdapter:
         return ParsedFrame(FrameKind.ACK, message=_arg_text(ack), symbols=_listed(symbol))
 
     def _parse_error(self, error: Message) -> ParsedFrame:
-        """A refused request; the link stays up (exchanges.md, and as seen on the wire)::
+        """A refused request; the link stays up (docs/exchanges.md, and as seen on the wire)::
 
             {"event":"error","msg":"Wrong URL or channel:tickers,instId:BTC-XYZ doesn't
              exist. Please use the correct URL, channel and parameters referring to API
@@ -218,7 +218,7 @@ class OkxAdapter:
 
 
 def _parse_notice(notice: Message) -> ParsedFrame:
-    """Sent 30 s before a service upgrade closes the link (exchanges.md)::
+    """Sent 30 s before a service upgrade closes the link (docs/exchanges.md)::
 
         {"event":"notice","code":"64008","msg":"The connection will soon be closed for a
          service upgrade. Please reconnect.","connId":"a4d3ae55"}
@@ -297,7 +297,7 @@ def _unknown_kind(frame: str | bytes) -> str | None:
 
 
 def _limits() -> Limits:
-    """OKX's published limits (exchanges.md §6), with a margin."""
+    """OKX's published limits (docs/exchanges.md §6), with a margin."""
     return Limits(
         # 3 connection requests/s per IP: one a second leaves room for anything else on the IP.
         connects=1,

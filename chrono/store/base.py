@@ -1,7 +1,7 @@
 """The Store seam: what the ingest writer and the API need from a database.
 
-Every implementation keeps ARCHITECTURE.md's table ``price_feeds``: prices digit for digit,
-times in UTC with microseconds, and one row per (source, symbol, timestamp, price) however
+Every implementation keeps the table ``price_feeds`` (docs/architecture.md): prices digit for
+digit, times in UTC with microseconds, and one row per (source, symbol, timestamp, price) however
 often a feed is written. Blocking calls run in worker threads; methods are safe to cancel
 (a cancelled write is either committed or not, never half).
 

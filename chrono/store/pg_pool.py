@@ -1,7 +1,7 @@
 """A small pool of psycopg connections, each used by one worker thread at a time.
 
 psycopg's async API is asyncio-only, so Chrono uses its sync API in ``trio.to_thread``
-(../shared/STACK.md). ``run(fn)`` takes a slot (at most ``size`` at once), runs ``fn(conn)`` in
+(docs/stack.md). ``run(fn)`` takes a slot (at most ``size`` at once), runs ``fn(conn)`` in
 a worker thread on an idle connection or a new one, and puts the connection back unless it
 broke. A connection that broke (server restart, network) is dropped, so the next call
 connects afresh: a store that comes back needs no restart of Chrono. psycopg errors become

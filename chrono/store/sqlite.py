@@ -2,7 +2,7 @@
 
 One writer connection (WAL, ``synchronous=NORMAL``) used only under a ``CapacityLimiter(1)``:
 sqlite3 connections are bound to a thread unless told otherwise, and ``trio.to_thread`` may
-pick any worker thread (../shared/STACK.md trap 7), so the limiter serializes every use.
+pick any worker thread (docs/stack.md, trap 7), so the limiter serializes every use.
 Readers get their own connection and limiter, so an API query never waits for a write.
 
 The schema comes from ``MIGRATIONS`` (``chrono.store.migrations``), applied when the writer

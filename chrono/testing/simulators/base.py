@@ -13,7 +13,7 @@ A simulator is a real WebSocket server on loopback. This base holds the exchange
   ``Retry-After``), ``mute`` (acks that lie), ``send_notice`` (the exchange's "reconnect soon"),
   ``max_connection_age_s`` (the exchange's own cut), ``send_burst`` (benchmarks).
 
-A subclass speaks one exchange's protocol (exchanges.md): ``handle`` applies a client message
+A subclass speaks one exchange's protocol (docs/exchanges.md): ``handle`` applies a client message
 (calling ``subscribe``/``unsubscribe``/``ack``/``push``), ``render`` turns a trade into frames
 per channel, ``heartbeats`` and ``notice`` are optional, ``snapshot`` is what a subscribe
 answers with. Cancelling ``serve`` ends every connection abruptly.

@@ -1,6 +1,6 @@
 """A Binance spot (or Binance.US) market-data server on loopback, speaking the real protocol.
 
-Serves exchanges.md §2 at the exchange's paths: ``/stream`` (combined: payloads wrapped as
+Serves docs/exchanges.md §2 at the exchange's paths: ``/stream`` (combined: payloads wrapped as
 ``{"stream","data"}``, streams subscribed live), ``/stream?streams=a/b`` (subscribed at
 connect) and ``/ws/<stream>[/<stream>...]`` or ``/ws`` (raw: bare payloads). Streams
 ``<symbol>@ticker`` (``24hrTicker`` events, 8-decimal prices, the invariants ``p=c-o``,
@@ -13,7 +13,7 @@ then silent (the real lie); more than ``max_messages_per_s`` client messages in 
 the connection with 1008 "Too many requests"; ``notice`` is the ``serverShutdown`` event;
 ``max_connection_age_s`` is the 24 h cut; WebSocket pings every 20 s (the base's).
 
-Choices where exchanges.md is silent: errors use the nested wire shape
+Choices where docs/exchanges.md is silent: errors use the nested wire shape
 ``{"error":{"code","msg"},"id"}`` with the docs' codes and texts (``id`` null when the request
 had none or was not JSON); a stream name that is not ``<lowercase symbol>@ticker`` or
 ``@bookTicker`` is refused as "Invalid request: invalid stream", and so is the whole request;

@@ -1,4 +1,4 @@
-"""A Bitstamp market-data server on loopback, speaking the real protocol (exchanges.md §4).
+"""A Bitstamp market-data server on loopback, speaking the real protocol (docs/exchanges.md §4).
 
 Channels ``live_trades_<pair>`` and ``order_book_<pair>``, one per ``bts:subscribe`` message,
 each acked with ``bts:subscription_succeeded``. Every trade sends the pair's book (top 5
@@ -9,7 +9,7 @@ e.g. ``("live_trades", "btcusd")``.
 Snapshots: a ``live_trades`` subscription gets nothing until the next trade (as on Bitstamp);
 an ``order_book`` subscription gets the current book at once, once the pair has traded.
 
-Protocol choices where exchanges.md is silent: an unknown channel or pair is refused with
+Protocol choices where docs/exchanges.md is silent: an unknown channel or pair is refused with
 ``{"event":"bts:error","channel":"<channel>","data":{"code":null,
 "message":"Bad subscription string."}}`` (the wording is ours; the live exchange has been seen
 to ack unknown pairs and then send nothing, which ``mute`` reproduces); anything that is not a

@@ -1,4 +1,6 @@
-"""A Bybit v5 public market-data server on loopback: spot and linear ``tickers`` (exchanges.md §7).
+"""A Bybit v5 public market-data server on loopback: spot and linear ``tickers``.
+
+The protocol is docs/exchanges.md §7.
 
 Serves ``/v5/public/spot`` and ``/v5/public/linear``; a client's category is its path, kept in
 ``client.state``. Every trade renders two frames: a full spot snapshot (channel ``tickers``)
@@ -14,7 +16,7 @@ Protocol choices where the docs are silent:
 - One bad topic rejects the whole request and nothing in it is subscribed; the error names the
   first bad topic: ``"error:handler not found,topic:tickers.NOPEUSDT"`` for an unknown symbol
   and ``"error:already subscribed,topic:..."`` for a held one (live replies, 2026),
-  ``"Invalid topic: ..."`` for anything not ``tickers.<symbol>`` (exchanges.md); more than 10
+  ``"Invalid topic: ..."`` for anything not ``tickers.<symbol>`` (docs/exchanges.md); more than 10
   args on spot ``"args size >10"``; missing args ``"Params Error"``; another op
   ``"error:invalid op"``; a frame that is not a JSON object ``"Failed to decode incoming
   data"``. Linear has no per-request cap (the docs: "no args limit for Futures").

@@ -1,9 +1,11 @@
-"""A Coinbase Exchange market-data server on loopback, speaking the real protocol (exchanges.md §1).
+"""A Coinbase Exchange market-data server on loopback, speaking the real protocol.
+
+The protocol is docs/exchanges.md §1.
 
 Channels ``ticker`` and ``heartbeat``; every (un)subscribe is acked with the cumulative
 ``subscriptions`` set and a subscribe is answered with each product's latest ticker.
 
-Protocol choices where exchanges.md is silent: a client that sends no valid subscribe within
+Protocol choices where docs/exchanges.md is silent: a client that sends no valid subscribe within
 ``subscribe_timeout_s`` is closed with 1008 "subscribe timeout"; a request that is not a JSON
 subscribe/unsubscribe gets ``{"type":"error","message":"Malformed message",...}``; an unknown
 channel is refused with ``"<name> is not a valid channel"``. Products listed in ``untraded``
@@ -125,7 +127,7 @@ class CoinbaseSimulator(Simulator):
         return [] if native in self.untraded else super()._subscribers(native)
 
     def heartbeats(self, client: Client) -> list[bytes]:
-        """One per product on the client's heartbeat channel (exchanges.md)."""
+        """One per product on the client's heartbeat channel (docs/exchanges.md)."""
         return [
             _heartbeat(market)
             for market in self.markets.values()

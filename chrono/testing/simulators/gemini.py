@@ -1,4 +1,6 @@
-"""A Gemini server on loopback speaking the current API, ``wss://ws.gemini.com`` (exchanges.md §5).
+"""A Gemini server on loopback speaking the current API, ``wss://ws.gemini.com``.
+
+The protocol is docs/exchanges.md §5.
 
 Serves ``{symbol}@bookTicker`` only. Requests ``{"id","method","params"}`` are answered with
 ``{"id","status":200[,"result"]}``; methods ``subscribe``, ``unsubscribe``, ``list_subscriptions``
@@ -11,7 +13,7 @@ market (by trade id, so the same trade always renders the same) carries ``"b":""
 bid a production frame carried. Markets in ``untraded`` send a book without ``c``/``C`` and
 never trade.
 
-Protocol choices where exchanges.md is silent (its status/code values are illustrative): a
+Protocol choices where docs/exchanges.md is silent (its status/code values are illustrative): a
 request that is not a JSON object with a string ``method`` gets status 400, code -1000 and id
 ``null``; an unknown method 400/-1001; a subscribe naming an unknown symbol or another stream
 400/-1002, all-or-nothing. A repeated subscribe is accepted and re-sends the current frame.

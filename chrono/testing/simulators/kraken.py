@@ -1,4 +1,4 @@
-"""A Kraken spot market-data server on loopback: v1 and v2 on one port (exchanges.md §3).
+"""A Kraken spot market-data server on loopback: v1 and v2 on one port (docs/exchanges.md §3).
 
 A client connecting to ``/v2`` speaks v2, one connecting to ``/`` speaks v1; any other path is
 dropped. Both see the same markets (keyed by the v2 spelling, ``BTC/USD``), so one trade goes
@@ -13,7 +13,7 @@ version; every subscription is acked per pair and answered with the pair's curre
 v2 ``timestamp``. v1 frames carry neither spelling nor time, so v1 tests compare prices as
 ``Decimal`` and leave time out (v1 feeds are stamped on receipt).
 
-Protocol choices where exchanges.md is silent: a duplicate subscribe is refused with
+Protocol choices where docs/exchanges.md is silent: a duplicate subscribe is refused with
 ``"Already subscribed"`` (v2) / ``"Subscription already exists"`` (v1); an unsubscribe of a pair
 not held with ``"Subscription Not Found"``; v1 accepts only v1 spellings (``XBT/USD``), v2 only
 v2 spellings; a request that is not a known method/event gets ``"Malformed request"`` (v2

@@ -1,4 +1,6 @@
-"""An OKX v5 public market-data server on loopback, speaking the real protocol (exchanges.md §6).
+"""An OKX v5 public market-data server on loopback, speaking the real protocol.
+
+The protocol is docs/exchanges.md §6.
 
 Serves ``/ws/v5/public`` and its ``tickers`` channel for SPOT instIds. Each subscribe or
 unsubscribe arg is acked on its own (``{"event":"subscribe","arg":{...}}``, with the request's
@@ -10,7 +12,7 @@ The server cuts that a collector must survive: a connection that subscribes noth
 and sent no ``ping`` for ``idle_timeout_s`` (30 s: closed with OKX's 4004 "No data received in
 30s."). ``send_notice`` sends each client the 64008 "service upgrade" notice.
 
-Protocol choices where exchanges.md is silent: a request that is not JSON, not a
+Protocol choices where docs/exchanges.md is silent: a request that is not JSON, not a
 subscribe/unsubscribe or has no well-formed ``args`` gets one 60012 ``Invalid request: <text>``;
 in a well-formed request each arg naming another channel, an unknown instId, or sent on
 another path gets its own 60018 while the other args are acked (so one typo does not sink a

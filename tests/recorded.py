@@ -1,4 +1,4 @@
-"""The recorded exchange frames in ``../shared/captures/`` (JSON Lines; see its README)."""
+"""The recorded exchange frames in ``tests/captures/`` (JSON Lines; its README says where from)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
+CAPTURES = Path(__file__).resolve().parent / "captures"
 
 
 @dataclass(frozen=True)
