@@ -1,10 +1,14 @@
 """The collector: one ``[[collectors]]`` entry, kept connected for as long as Chrono runs.
 
 Each connection is a ``Session``. A session that fails or goes silent is replaced after a
-capped, jittered delay (at least the exchange's ``Retry-After``), and every new connection
-subscribes afresh. A session that asks for rotation (its planned age, or the exchange's notice
-that it will close) is replaced make-before-break: the next connection is opened, subscribed
-and delivering before the old one is closed; the fan-out drops the feeds both received.
+delay (at least the exchange's ``Retry-After``), and every new connection subscribes afresh. The
+delay rewards a link that works: a session that subscribed and delivered data starts the backoff
+over and is replaced after a small jittered floor, since its loss says nothing against the next
+try; a session that ended before delivering climbs the capped, jittered backoff.
+
+A session that asks for rotation (its planned age, or the exchange's notice that it will close)
+is replaced make-before-break: the next connection is opened, subscribed and delivering before
+the old one is closed; the fan-out drops the feeds both received.
 Every connection attempt first takes a slot from the exchange's ``ConnectBudget``, which all
 collectors of that exchange share, so no failure pattern can storm an exchange.
 
@@ -14,6 +18,8 @@ Cancellation: the current sessions stop; feeds already parsed still reach the pi
 from __future__ import annotations
 
 import logging
+import math
+import random
 
 import trio
 
@@ -29,7 +35,9 @@ from chrono.model import FeedRules, PriceFeed
 
 log = logging.getLogger(__name__)
 
-HEALTHY_CONNECTION_S = 60.0  # a connection that lived this long resets the backoff
+# After a session that delivered: reconnect within [floor, 2 x floor] (never sooner, so a link
+# that delivers one frame and dies cannot spin; the connect budget bounds it further).
+RECONNECT_FLOOR_S = 0.25
 ROTATION_TIMEOUT_S = 30.0  # a replacement that delivers nothing by then is given up
 
 
@@ -63,11 +71,11 @@ class _Collector:
         self.link = link
         self.budget = budget
         config = link.config
+        # Only delivering resets it (``reconnect_delay``), never a long but silent session.
         self.backoff = Backoff(
-            initial_s=config.backoff_initial_s,
-            cap_s=config.backoff_max_s,
-            healthy_after_s=HEALTHY_CONNECTION_S,
+            initial_s=config.backoff_initial_s, cap_s=config.backoff_max_s, healthy_after_s=math.inf
         )
+        self.rng = random.Random()
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -87,7 +95,6 @@ class _Collector:
     async def _start(self, nursery: trio.Nursery) -> Session:
         self.link.stats.state = "connecting"
         await self.budget.acquire()
-        self.backoff.mark_start()
         session = Session(self.link)
         nursery.start_soon(session.run)
         return session
@@ -109,7 +116,7 @@ class _Collector:
     async def _retry_after(self, session: Session) -> None:
         """Wait out the backoff (at least the exchange's ``Retry-After``) after a failure."""
         stats, error = self.link.stats, session.error
-        delay = self.backoff.next_delay()
+        delay = reconnect_delay(self.backoff, session.first_data.is_set(), self.rng)
         if error is not None:
             stats.last_error = str(error)
             if error.status == 429 or error.retry_after_s is not None:
@@ -123,6 +130,16 @@ class _Collector:
         stats.state = "backoff"
         await trio.sleep(delay)
         stats.reconnects += 1
+
+
+def reconnect_delay(backoff: Backoff, delivered: bool, rng: random.Random) -> float:
+    """The wait before the next connection: a small jittered floor after a session that
+    delivered data (the backoff starts over), else the backoff's next, climbing delay."""
+    if not delivered:
+        return backoff.next_delay()
+    backoff.reset()
+    floor = min(RECONNECT_FLOOR_S, backoff.initial_s)
+    return rng.uniform(floor, 2 * floor)
 
 
 async def _wait_any(*events: trio.Event) -> None:

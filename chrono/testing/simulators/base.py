@@ -5,6 +5,8 @@ A simulator is a real WebSocket server on loopback. This base holds the exchange
 
 - one ``Market`` per native symbol (a random walk; ``trade_id`` and time strictly increase),
   shared by every client, so one trade is broadcast to all its subscribers as on an exchange;
+  a market trades only while someone subscribes to it, unless ``trade_unwatched`` (as a real
+  market does: then ``ticks`` holds trades no client saw, what a reconnecting client misses);
 - one ``Client`` per connection, with its ``topics`` (``(channel, native)`` pairs) and an
   outbox drained by one writer task, so generation never waits on a slow socket; a client
   whose outbox fills is dropped (the exchanges' slow-consumer cut);
@@ -111,6 +113,7 @@ class Simulator:
         heartbeat_interval_s: float = 1.0,
         max_connection_age_s: float | None = None,
         subscribe_timeout_s: float | None = -1.0,  # negative: the exchange's own
+        trade_unwatched: bool = False,  # markets trade with no subscriber (not `untraded` ones)
         seed: int = 0,
     ) -> None:
         rng = random.Random(seed)
@@ -120,6 +123,7 @@ class Simulator:
             for native in dict.fromkeys(symbols)
         }
         self.tick_interval_s = tick_interval_s
+        self.trade_unwatched = trade_unwatched
         self.heartbeat_interval_s = heartbeat_interval_s
         self.max_connection_age_s = max_connection_age_s
         self.subscribe_timeout_s = (
@@ -433,7 +437,7 @@ class Simulator:
             return
         for market in self.markets.values():
             subscribers = self._subscribers(market.native)
-            if not subscribers:
+            if not subscribers and not self.trade_unwatched:
                 continue
             trade = market.trade()
             self.ticks.append(self.sent_tick(market, trade))
