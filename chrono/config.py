@@ -9,6 +9,7 @@ config file's folder, so the service behaves the same from any working directory
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -33,11 +34,13 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
 
 class ServerConfig(_Section, frozen=True):
-    host: str = "127.0.0.1"
+    host: Annotated[str, msgspec.Meta(min_length=1)] = "127.0.0.1"  # "" would bind everywhere
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
     graceful_timeout_s: Positive = 5.0
     # A client that stops reading can pin hypercorn's send forever (docs/stack.md, trap 1).
     tcp_user_timeout_ms: PositiveInt = 10_000
+    # A /stream message from a client larger than this closes its connection with 1009.
+    stream_max_message_bytes: PositiveInt = 65_536
 
 
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
@@ -166,16 +169,30 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def parse_config(raw: dict[str, Any], *, base_dir: Path) -> Config:
+    _check_finite(raw, "")
     try:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
         raise _key_error(exc) from exc
     _check(config)
+    auth = _resolve_env(config.auth)
+    _check_keys(auth)
     return msgspec.structs.replace(
-        config,
-        auth=_resolve_env(config.auth),
-        storage=_resolve_paths(config.storage, base_dir),
+        config, auth=auth, storage=_resolve_paths(config.storage, base_dir)
     )
+
+
+def _check_finite(value: Any, path: str) -> None:
+    """TOML has ``inf`` and ``nan``; no Chrono setting means either (a timeout of ``inf`` is
+    a hang, a bound of ``nan`` compares false both ways)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path or '(top level)'}: {value} is not a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_finite(item, f"{path}[{i}]")
 
 
 def _check(config: Config) -> None:
@@ -192,6 +209,8 @@ def _check(config: Config) -> None:
                 raise ConfigError(
                     f"{where}.symbols[{j}]: {symbol!r} is not a canonical BASE/QUOTE symbol"
                 )
+            if symbol in col.symbols[:j]:
+                raise ConfigError(f"{where}.symbols[{j}]: {symbol!r} is listed twice")
         if col.worker_id in seen:
             raise ConfigError(f"{where}.id: duplicate collector id {col.worker_id!r}")
         seen.add(col.worker_id)
@@ -202,8 +221,13 @@ def _check(config: Config) -> None:
         where = f"validation.bounds.{symbol}"
         if not is_canonical_symbol(symbol):
             raise ConfigError(f"{where}: {symbol!r} is not a canonical BASE/QUOTE symbol")
+        for side, bound in (("min", b.min), ("max", b.max)):
+            if bound is not None and not bound.is_finite():
+                raise ConfigError(f"{where}.{side}: {bound} is not a finite number")
         if b.min is not None and b.max is not None and b.min > b.max:
             raise ConfigError(f"{where}: min {b.min} is above max {b.max}")
+    if config.supervisor.backoff_initial_s > config.supervisor.backoff_max_s:
+        raise ConfigError("supervisor.backoff_initial_s: above backoff_max_s")
     _check_storage(config.storage)
 
 
@@ -244,6 +268,8 @@ def _check_exchange(col: CollectorConfig, where: str) -> None:
         )
     if col.stale_floor_s > col.stale_ceiling_s:
         raise ConfigError(f"{where}.stale_floor_s: above stale_ceiling_s")
+    if col.backoff_initial_s > col.backoff_max_s:
+        raise ConfigError(f"{where}.backoff_initial_s: above backoff_max_s")
 
 
 def _resolve_env(auth: AuthConfig) -> AuthConfig:
@@ -264,6 +290,22 @@ def _resolve_env(auth: AuthConfig) -> AuthConfig:
         public_keys=resolve("public_keys", auth.public_keys),
         admin_keys=resolve("admin_keys", auth.admin_keys),
     )
+
+
+def _check_keys(auth: AuthConfig) -> None:
+    """No empty key (it would open a role to a blank header) and no key in two roles (which
+    role would it get?)."""
+    seen: dict[str, str] = {}
+    for kind in ("internal_keys", "public_keys", "admin_keys"):
+        for i, key in enumerate(getattr(auth, kind)):
+            where = f"auth.{kind}[{i}]"
+            if not key.strip():
+                raise ConfigError(f"{where}: an empty key")
+            if any(c.isspace() for c in key):
+                raise ConfigError(f"{where}: a key cannot contain spaces")
+            if key in seen:
+                raise ConfigError(f"{where}: the same key is already {seen[key]}")
+            seen[key] = where
 
 
 def _resolve_paths(storage: StorageConfig, base_dir: Path) -> StorageConfig:

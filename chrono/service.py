@@ -113,6 +113,7 @@ class Service:
             keys=Keys(config.auth),
             status=self.status,
             health=self.health,
+            stream_max_message_bytes=config.server.stream_max_message_bytes,
         )
         self._collecting = trio.CancelScope()
         self.http_port = 0
@@ -256,6 +257,8 @@ async def run_service(
     config: Config, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """The service with signal handling: what ``chrono run`` runs."""
+    if not config.collectors:  # allowed (a node that only serves its store), never silent
+        log.warning("no [[collectors]] in the config: nothing is collected, the store is served")
     service = Service(config)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:

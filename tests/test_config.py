@@ -90,6 +90,36 @@ def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
             GOOD.replace('["BTC/USD"]', str([f"C{i}/USD" for i in range(501)])),
             "collectors[0].symbols: coinbase allows 500 per connection",
         ),
+        (
+            GOOD.replace('["BTC/USD"]', '["BTC/USD", "ETH/USD", "BTC/USD"]'),
+            "collectors[0].symbols[2]: 'BTC/USD' is listed twice",
+        ),
+        (
+            GOOD + "backoff_initial_s = 90\n",
+            "collectors[0].backoff_initial_s: above backoff_max_s",
+        ),
+        (
+            GOOD + "[supervisor]\nbackoff_initial_s = 120\n",
+            "supervisor.backoff_initial_s: above backoff_max_s",
+        ),
+        (
+            GOOD + "silence_timeout_s = inf\n",
+            "collectors[0].silence_timeout_s: inf is not a finite",
+        ),
+        (GOOD + "[server]\ngraceful_timeout_s = inf\n", "server.graceful_timeout_s: inf is not"),
+        (GOOD + "[storage]\nretry_max_s = nan\n", "storage.retry_max_s: nan is not a finite"),
+        (
+            GOOD + '[validation.bounds."BTC/USD"]\nmax = "Infinity"\n',
+            "validation.bounds.BTC/USD.max: Infinity is not a finite number",
+        ),
+        (GOOD + '[auth]\npublic_keys = [""]\n', "auth.public_keys[0]: an empty key"),
+        (GOOD + '[auth]\nadmin_keys = ["ok_key", "  "]\n', "auth.admin_keys[1]: an empty key"),
+        (GOOD + '[auth]\npublic_keys = ["a key"]\n', "auth.public_keys[0]: a key cannot contain"),
+        (
+            GOOD + '[auth]\npublic_keys = ["k_1"]\nadmin_keys = ["k_1"]\n',
+            "auth.admin_keys[0]: the same key is already auth.public_keys[0]",
+        ),
+        (GOOD + '[server]\nhost = ""\n', "server.host: Expected `str` of length >= 1"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:

@@ -19,15 +19,14 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from chrono.api.auth import Keys
-from chrono.api.errors import ApiError, error_body
+from chrono.api.errors import CODE_OF_STATUS, ApiError, error_body
+from chrono.api.protocol import MAX_BODY_BYTES
 from chrono.pipeline.latest import LatestPrices
 from chrono.pipeline.stream import StreamHub
 from chrono.store import Store
 
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
-
-_CODE_OF_STATUS = {400: "VALIDATION_ERROR", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND"}
 
 
 @dataclass
@@ -39,6 +38,7 @@ class ApiContext:
     status: Callable[[], dict[str, Any]]  # what GET /status returns
     health: Callable[[], dict[str, Any]]  # {"status": healthy|degraded|unhealthy, "services"...}
     stopping: trio.Event = field(default_factory=trio.Event)
+    stream_max_message_bytes: int = 65_536  # a bigger client message closes /stream with 1009
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -50,6 +50,7 @@ def create_app(ctx: ApiContext) -> QuartTrio:
 
     app = QuartTrio("chrono")
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES  # as the server's limit (413)
 
     @app.before_request
     async def assign_request_id() -> None:
@@ -66,8 +67,7 @@ def create_app(ctx: ApiContext) -> QuartTrio:
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
-        code = error.code or 500
-        kind = _CODE_OF_STATUS.get(code, "METHOD_NOT_ALLOWED" if code == 405 else "INTERNAL_ERROR")
+        kind = CODE_OF_STATUS.get(error.code or 500, "INTERNAL_ERROR")
         return _error_response(ApiError(kind, error.description or error.name))
 
     @app.errorhandler(Exception)

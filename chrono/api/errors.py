@@ -1,7 +1,8 @@
 """The one error format: ``{"error": {"code", "message", "details", "request_id"}, "status"}``.
 
 Handlers raise ``ApiError``; the app turns it, and every HTTP error Quart raises itself (404,
-405), into that body, so a client parses one shape whatever went wrong.
+405, 413...), into that body, and so does ``chrono.api.protocol`` for the errors hypercorn and h11
+answer before the app (400, 408, 414, 431...), so a client parses one shape whatever went wrong.
 """
 
 from __future__ import annotations
@@ -18,9 +19,29 @@ STATUS_OF = {
     "FORBIDDEN": 403,
     "NOT_FOUND": 404,
     "METHOD_NOT_ALLOWED": 405,
+    "REQUEST_TIMEOUT": 408,
+    "PAYLOAD_TOO_LARGE": 413,
+    "URI_TOO_LONG": 414,
     "RATE_LIMIT_EXCEEDED": 429,
+    "HEADERS_TOO_LARGE": 431,
     "INTERNAL_ERROR": 500,
+    "NOT_IMPLEMENTED": 501,
     "DATABASE_ERROR": 503,
+}
+
+# The code for an HTTP error that Quart or hypercorn raises itself, by its status.
+CODE_OF_STATUS = {
+    400: "VALIDATION_ERROR",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
+    413: "PAYLOAD_TOO_LARGE",
+    414: "URI_TOO_LONG",
+    431: "HEADERS_TOO_LARGE",
+    500: "INTERNAL_ERROR",
+    501: "NOT_IMPLEMENTED",
 }
 
 

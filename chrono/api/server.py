@@ -3,6 +3,9 @@
 The hypercorn ``Config`` is built here (never its mutable, typo-accepting file loader) and its
 listening sockets get ``TCP_USER_TIMEOUT``: a client that stops reading would otherwise pin
 hypercorn's shielded send forever (docs/stack.md, trap 1); accepted sockets inherit it.
+hypercorn itself runs with Chrono's HTTP rules and limits (``chrono.api.protocol``: every error
+in the envelope, strict framing, a time limit on request heads) and a WebSocket path safe for
+hostile clients (``chrono.api.ws_protocol``).
 """
 
 from __future__ import annotations
@@ -12,39 +15,15 @@ import socket
 from typing import Any
 
 import trio
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.trio import serve
-from hypercorn.trio.tcp_server import TCPServer
 
+from chrono.api import protocol, ws_protocol
 from chrono.config import ServerConfig
 from chrono.errors import Unrecoverable
 
-log = logging.getLogger(__name__)
 
-
-def _contain_connection_errors() -> None:
-    """Keep one connection's protocol error inside that connection.
-
-    hypercorn lets an h11 ``LocalProtocolError`` escape a connection's task (seen here: a client
-    that sends WebSocket frames before reading the 101 answer), which ends ``serve`` and drops
-    every other connection. Wrapped, the bad connection alone is closed and logged.
-    """
-    original = TCPServer.run
-    if getattr(original, "_chrono_contained", False):
-        return
-
-    async def run(self: TCPServer) -> None:
-        try:
-            await original(self)
-        except Exception as exc:
-            log.warning("dropped a connection on a protocol error: %r", exc)
-
-    run._chrono_contained = True  # type: ignore[attr-defined]
-    TCPServer.run = run  # type: ignore[method-assign]
-
-
-class _Config(HypercornConfig):
+class _Config(protocol.ChronoConfig):
     tcp_user_timeout_ms = 10_000
     bound: Sockets | None = None  # bound ahead by serve_http, to report a busy port itself
 
@@ -68,6 +47,7 @@ def hypercorn_config(server: ServerConfig) -> _Config:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # into our own handlers
     config.keep_alive_max_requests = 100_000
+    config.websocket_max_message_size = server.stream_max_message_bytes  # over it: 1009
     return config
 
 
@@ -93,7 +73,8 @@ async def serve_http(
 
     Raises ``Unrecoverable`` if the address cannot be bound: a restart would fail the same way.
     """
-    _contain_connection_errors()
+    protocol.install()
+    ws_protocol.install()
     config = hypercorn_config(server)
     try:
         sockets = config.create_sockets()

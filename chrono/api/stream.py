@@ -1,10 +1,23 @@
 """``/stream``: live ``price_update`` messages over a WebSocket.
 
-Auth by ``?key=`` or a first message ``{"action": "auth", "key": ...}``. Clients send
-``{"action": "subscribe" | "unsubscribe", "symbols": [...]}`` and get ``{"type": "subscribed",
-"symbols": [...]}`` back. The handler accepts at once (Quart accepts lazily, which would leave
-the client hanging in the handshake) and leaves with close code 1001 when the service stops or
-the hub cuts the client off, instead of waiting for hypercorn to cancel it.
+Auth by ``?key=`` or a first message ``{"action": "auth", "key": ...}`` (within
+``AUTH_TIMEOUT_S``). Clients send ``{"action": "subscribe" | "unsubscribe", "symbols": [...]}``
+and get ``{"type": "subscribed", "symbols": [...]}`` back; a bad command is answered with an
+``error`` message and the stream stays open. Every message Chrono sends is JSON in a text frame.
+A client's message is JSON in a text frame; a binary frame is read as the UTF-8 text it carries
+(one that is not UTF-8 is a bad command). Close codes: 1001 when the service stops or the hub
+cuts a slow client off, 1008 for a refused key, 1009 for a message over ``[server]
+stream_max_message_bytes``, 1011 when the handler fails.
+
+The handler accepts at once (Quart accepts lazily, which would leave the client hanging in the
+handshake: docs/stack.md, trap 2), and leaves by closing with one of those codes instead of
+waiting for hypercorn to cancel it. The hub counts the client for exactly the ``with
+hub.connected()`` block, from a good key to the end of the stream however it ends: returning,
+failing, or cancelled (the client closing, or vanishing, cancels the whole handler).
+
+hypercorn itself enforces the size limit as a message arrives (its
+``websocket_max_message_size``, set from the same key, with the fixes of
+``chrono.api.ws_protocol``); the check here is the backstop.
 """
 
 from __future__ import annotations
@@ -21,11 +34,13 @@ from chrono.api.app import ApiContext
 from chrono.api.auth import Role
 from chrono.api.errors import ApiError
 from chrono.model import is_canonical_symbol
-from chrono.pipeline.stream import StreamClient
+from chrono.pipeline.stream import StreamClient, encode_text
 
 AUTH_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 1.0  # a close frame that cannot go out by then is given up on
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
 INTERNAL_ERROR = 1011
 
 log = logging.getLogger(__name__)
@@ -37,12 +52,15 @@ class Command(msgspec.Struct, forbid_unknown_fields=True):
     key: str | None = None
 
 
+class _TooBig(Exception):
+    """A client message over the limit: the stream closes with 1009."""
+
+
 _decode = msgspec.json.Decoder(Command).decode
-_encode = msgspec.json.Encoder().encode
 
 
-def _error(code: str, message: str) -> bytes:
-    return _encode({"type": "error", "error": {"code": code, "message": message}})
+def _error(code: str, message: str) -> str:
+    return encode_text({"type": "error", "error": {"code": code, "message": message}})
 
 
 def register(app: QuartTrio, ctx: ApiContext) -> None:
@@ -50,64 +68,99 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
     async def stream() -> None:
         await websocket.accept()
         try:
-            await _serve_client(ctx)
-        except Exception:  # once accepted, an error must not reach hypercorn (it sends a 400)
+            code, reason = await _serve_client(ctx)
+        except* _TooBig:
+            code, reason = MESSAGE_TOO_BIG, f"message over {ctx.stream_max_message_bytes} bytes"
+        except* Exception:  # once accepted, an error must not reach hypercorn (it sends a 400)
             log.exception("stream handler failed")
-            with trio.move_on_after(1):
-                await websocket.close(INTERNAL_ERROR, "internal error")
+            code, reason = INTERNAL_ERROR, "internal error"
+        with trio.move_on_after(CLOSE_TIMEOUT_S):
+            await websocket.close(code, reason)
 
 
-async def _serve_client(ctx: ApiContext) -> None:
+async def _serve_client(ctx: ApiContext) -> tuple[int, str]:
+    """Auth, then the stream until the hub ends it; the close code and reason to leave with."""
     try:
         await _authenticate(ctx)
     except ApiError as exc:
+        if ctx.stopping.is_set():  # it was still to send its key: no 1008 for that
+            return GOING_AWAY, "server going away"
         await websocket.send(_error(exc.code, exc.message))
-        await websocket.close(POLICY_VIOLATION, exc.message[:100])
-        return
-    client = ctx.hub.connect()
-    try:
+        return POLICY_VIOLATION, exc.message[:100]
+    with ctx.hub.connected() as client:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_pump, client, nursery.cancel_scope)
-            await _read_commands(client)
+            nursery.start_soon(_read_commands, ctx, client)
+            await _pump(client)
             nursery.cancel_scope.cancel()
-    finally:
-        ctx.hub.disconnect(client)
+    return GOING_AWAY, "server going away"
+
+
+async def _receive(ctx: ApiContext) -> str | bytes:
+    raw: str | bytes | None = await websocket.receive()
+    if raw is None:
+        return b""  # quart hands an empty binary message on as None
+    size = len(raw) if isinstance(raw, bytes) or raw.isascii() else len(raw.encode())
+    if size > ctx.stream_max_message_bytes:
+        raise _TooBig
+    return raw
 
 
 async def _authenticate(ctx: ApiContext) -> None:
     key = websocket.args.get("key")
     if not key:
-        with trio.move_on_after(AUTH_TIMEOUT_S):
-            raw = await websocket.receive()
-            try:
-                command = _decode(raw)
-            except msgspec.DecodeError as exc:
-                raise ApiError("UNAUTHORIZED", "first message must be an auth action") from exc
-            key = command.key if command.action == "auth" else None
+        raw = await _first_message(ctx)
+        command = None if raw is None else _parse(raw)
+        if isinstance(command, str):
+            raise ApiError("UNAUTHORIZED", "first message must be an auth action")
+        key = command.key if command is not None and command.action == "auth" else None
     ctx.keys.require(key, {Role.PUBLIC})
 
 
-async def _pump(client: StreamClient, scope: trio.CancelScope) -> None:
-    """Queue -> socket; when the queue ends (shutdown or cut off), close with 1001."""
+async def _first_message(ctx: ApiContext) -> str | bytes | None:
+    """The client's first message; None if none came in time, or the service began to stop."""
+    first = None
+    async with trio.open_nursery() as nursery:
+
+        async def stop_waiting() -> None:
+            await ctx.stopping.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(stop_waiting)
+        with trio.move_on_after(AUTH_TIMEOUT_S):
+            first = await _receive(ctx)
+        nursery.cancel_scope.cancel()
+    return first
+
+
+async def _pump(client: StreamClient) -> None:
+    """Queue -> socket, until the hub ends the queue (the service stops, or cut off)."""
     async for message in client.messages:
         await websocket.send(message)
-    await websocket.close(GOING_AWAY, "server going away")
-    scope.cancel()
 
 
-async def _read_commands(client: StreamClient) -> None:
+async def _read_commands(ctx: ApiContext, client: StreamClient) -> None:
     while True:
-        raw = await websocket.receive()
+        await websocket.send(_answer(client, await _receive(ctx)))
+
+
+def _parse(raw: str | bytes) -> Command | str:
+    """The command, or what is wrong with it."""
+    if isinstance(raw, bytes):
         try:
-            command = _decode(raw)
-        except msgspec.DecodeError as exc:
-            await websocket.send(_error("VALIDATION_ERROR", f"bad message: {exc}"))
-            continue
-        await websocket.send(_apply(client, command))
+            raw = raw.decode()
+        except UnicodeDecodeError:
+            return "bad message: a binary message must carry UTF-8 JSON"
+    try:
+        return _decode(raw)
+    except msgspec.DecodeError as exc:
+        return f"bad message: {exc}"
 
 
-def _apply(client: StreamClient, command: Command) -> bytes:
-    """Change the client's symbols; the reply lists them all (or says what was wrong)."""
+def _answer(client: StreamClient, raw: str | bytes) -> str:
+    """Apply one command; the answer lists all the client's symbols (or says what was wrong)."""
+    command = _parse(raw)
+    if isinstance(command, str):
+        return _error("VALIDATION_ERROR", command)
     symbols = [s.upper() for s in command.symbols]
     bad = [s for s in symbols if not is_canonical_symbol(s)]
     if bad:
@@ -116,4 +169,4 @@ def _apply(client: StreamClient, command: Command) -> bytes:
         client.symbols.update(symbols)
     elif command.action == "unsubscribe":
         client.symbols.difference_update(symbols)
-    return _encode({"type": "subscribed", "symbols": sorted(client.symbols)})
+    return encode_text({"type": "subscribed", "symbols": sorted(client.symbols)})

@@ -1,15 +1,20 @@
 """The stream hub: live feeds to every ``/stream`` client, never slowing the pipeline.
 
-Each client has a bounded queue of encoded messages. ``publish`` encodes a feed once and
-offers it to every client subscribed to its symbol with ``send_nowait``; a client whose queue
-is full loses that message, and past ``MAX_DROPS_IN_A_ROW`` it is cut off (its queue is closed,
-its handler sees the end and closes the socket). ``run`` sends the 30 s heartbeat.
+Each client has a bounded queue of messages, JSON text ready for a WebSocket text frame.
+``publish`` encodes a feed once (and turns the bytes into text once) and offers that one string
+to every client subscribed to its symbol with ``send_nowait``; a client whose queue is full loses
+that message, and past ``MAX_DROPS_IN_A_ROW`` it is cut off (its queue is closed, its handler
+sees the end and closes the socket). ``run`` sends the 30 s heartbeat.
+
+A client is counted from ``connected()`` to the end of its ``with`` block, however the block
+ends: ``statistics()["clients"]`` is the number of handlers inside one.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,18 +39,23 @@ class Heartbeat(msgspec.Struct, tag_field="type", tag="heartbeat"):
 _encoder = msgspec.json.Encoder()
 
 
+def encode_text(message: Any) -> str:
+    """JSON as ``str``: quart sends a ``str`` as a text frame (``bytes`` would be binary)."""
+    return _encoder.encode(message).decode()
+
+
 @dataclass(eq=False)
 class StreamClient:
     """One subscriber: its symbols and its outgoing queue (the handler reads ``messages``)."""
 
     id: int
-    send: trio.MemorySendChannel[bytes]
-    messages: trio.MemoryReceiveChannel[bytes]
+    send: trio.MemorySendChannel[str]
+    messages: trio.MemoryReceiveChannel[str]
     symbols: set[str] = field(default_factory=set)
     dropped: int = 0
     drops_in_a_row: int = 0
 
-    def offer(self, message: bytes) -> None:
+    def offer(self, message: str) -> None:
         try:
             self.send.send_nowait(message)
         except trio.WouldBlock:
@@ -66,11 +76,24 @@ class StreamHub:
         self.published = 0
         self.cut_off = 0
         self._dropped_by_gone = 0  # drops of clients that have left, so the total never shrinks
+        self._closed = False  # close_all() has run: a client connecting now is ended at once
+
+    @contextmanager
+    def connected(self) -> Iterator[StreamClient]:
+        """A new client, counted until the block ends (returns, raises or is cancelled)."""
+        client = self.connect()
+        try:
+            yield client
+        finally:
+            self.disconnect(client)
 
     def connect(self) -> StreamClient:
-        send, receive = trio.open_memory_channel[bytes](CLIENT_QUEUE_MESSAGES)
+        """Prefer ``connected()``: a ``connect`` must be paired with exactly one ``disconnect``."""
+        send, receive = trio.open_memory_channel[str](CLIENT_QUEUE_MESSAGES)
         client = StreamClient(next(self._ids), send, receive)
         self._clients.add(client)
+        if self._closed:
+            send.close()  # it authenticated during the shutdown: it leaves with 1001 at once
         return client
 
     def disconnect(self, client: StreamClient) -> None:
@@ -85,7 +108,7 @@ class StreamHub:
         if not self._clients:
             return
         for feed in feeds:
-            message = _encoder.encode(PriceUpdate(to_wire(feed)))
+            message = encode_text(PriceUpdate(to_wire(feed)))  # once, for every client
             self.published += 1
             for client in self._clients:
                 if feed.symbol in client.symbols:
@@ -95,12 +118,13 @@ class StreamHub:
         """Heartbeats until cancelled; every client hears one every 30 s."""
         while True:
             await trio.sleep(HEARTBEAT_INTERVAL_S)
-            beat = _encoder.encode(Heartbeat(time_text(utc_now())))
+            beat = encode_text(Heartbeat(time_text(utc_now())))
             for client in list(self._clients):
                 client.offer(beat)
 
     def close_all(self) -> None:
-        """At shutdown: end every client's queue so its handler closes with 1001."""
+        """At shutdown: end every client's queue, and any later one's, so each closes with 1001."""
+        self._closed = True
         for client in list(self._clients):
             client.send.close()
 
