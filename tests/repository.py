@@ -26,18 +26,18 @@ def files() -> list[Path]:
             check=True,
         ).stdout.decode()
     except (OSError, subprocess.CalledProcessError):
-        return sorted(path.relative_to(ROOT) for path in _walk(ROOT))
+        return sorted(path.relative_to(ROOT) for path in walk(ROOT))
     return sorted(Path(name) for name in listed.split("\0") if name and (ROOT / name).is_file())
 
 
-def _walk(folder: Path) -> list[Path]:
+def walk(folder: Path) -> list[Path]:
     found: list[Path] = []
     for path in folder.iterdir():
         if path.name in _GENERATED or path.name.endswith(_GENERATED_SUFFIXES):
             continue
         if folder == ROOT and path.name in _GENERATED_AT_ROOT:
             continue
-        found += _walk(path) if path.is_dir() else [path]
+        found += walk(path) if path.is_dir() else [path]
     return found
 
 

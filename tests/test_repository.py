@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from tests.recorded import CAPTURES
-from tests.repository import ROOT, files, text_files
+from tests.repository import ROOT, files, text_files, walk
 
 # A path out of the clone into the folder the project grew up beside (written so that this file
 # does not match itself), or a Python path built to reach it.
@@ -22,6 +22,13 @@ def test_the_repository_is_listed() -> None:
     listed = {str(name) for name in files()}
     assert {"README.md", "pyproject.toml", "chrono/cli.py", "tests/test_repository.py"} <= listed
     assert not any(name.startswith((".venv/", ".git/")) for name in listed)
+
+
+def test_outside_git_the_walk_still_sees_every_file() -> None:
+    """An unpacked archive has no .git: the fallback walk must miss nothing a clone holds."""
+    walked = {path.relative_to(ROOT) for path in walk(ROOT)}
+    assert set(files()) <= walked
+    assert not any(part in {".git", ".venv", "__pycache__"} for p in walked for part in p.parts)
 
 
 def test_nothing_refers_to_a_folder_beside_the_clone() -> None:
