@@ -31,6 +31,7 @@ def files() -> list[Path]:
 
 
 def walk(folder: Path) -> list[Path]:
+    """Every file below ``folder``, minus what tools generate (the listing without git)."""
     found: list[Path] = []
     for path in folder.iterdir():
         if path.name in _GENERATED or path.name.endswith(_GENERATED_SUFFIXES):
