@@ -12,7 +12,7 @@ import trio.testing
 
 from chrono.backoff import Backoff
 from chrono.collect import CollectorStats, run_collector
-from chrono.collect.collector import RECONNECT_FLOOR_S, reconnect_delay
+from chrono.collect.collector import RECONNECT_FLOOR_S, reconnect_backoff, reconnect_delay
 from chrono.collect.pacing import ConnectBudgets
 from chrono.config import CollectorConfig
 from chrono.model import FeedRules, PriceFeed
@@ -24,12 +24,7 @@ SESSION_S = 3.0  # each delivering session lives this long before the link drops
 
 def collector_backoff() -> Backoff:
     defaults = CollectorConfig(exchange="coinbase", symbols=["BTC/USD"])
-    return Backoff(
-        initial_s=defaults.backoff_initial_s,
-        cap_s=defaults.backoff_max_s,
-        healthy_after_s=math.inf,
-        rng=random.Random(1),
-    )
+    return reconnect_backoff(defaults, random.Random(1))
 
 
 async def test_delivering_sessions_reconnect_at_the_floor(

@@ -33,6 +33,7 @@ from quart_trio import QuartTrio
 from chrono.api.app import ApiContext
 from chrono.api.auth import Role
 from chrono.api.errors import ApiError
+from chrono.api.ws_protocol import utf8_length
 from chrono.model import is_canonical_symbol
 from chrono.pipeline.stream import StreamClient, encode_text
 
@@ -99,8 +100,7 @@ async def _receive(ctx: ApiContext) -> str | bytes:
     raw: str | bytes | None = await websocket.receive()
     if raw is None:
         return b""  # quart hands an empty binary message on as None
-    size = len(raw) if isinstance(raw, bytes) or raw.isascii() else len(raw.encode())
-    if size > ctx.stream_max_message_bytes:
+    if utf8_length(raw) > ctx.stream_max_message_bytes:
         raise _TooBig
     return raw
 

@@ -32,6 +32,11 @@ from wsproto.events import Message, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
 
+def utf8_length(data: str | bytes) -> int:
+    """A message's size on the wire, in bytes (text counted as UTF-8, without encoding ASCII)."""
+    return len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
+
+
 class _NoDeflate(PerMessageDeflate):
     """permessage-deflate, always declined."""
 
@@ -69,8 +74,7 @@ def install() -> None:
 
     def extend(self: ws_stream.WebsocketBuffer, event: Message[Any]) -> None:
         data = event.data
-        ascii_or_bytes = not isinstance(data, str) or data.isascii()
-        self.length += len(data) if ascii_or_bytes else len(data.encode())
+        self.length += utf8_length(data)
         if self.length > self.max_length:
             self.value = None
             raise ws_stream.FrameTooLargeError()

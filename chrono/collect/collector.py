@@ -70,11 +70,7 @@ class _Collector:
     def __init__(self, link: Link, budget: ConnectBudget) -> None:
         self.link = link
         self.budget = budget
-        config = link.config
-        # Only delivering resets it (``reconnect_delay``), never a long but silent session.
-        self.backoff = Backoff(
-            initial_s=config.backoff_initial_s, cap_s=config.backoff_max_s, healthy_after_s=math.inf
-        )
+        self.backoff = reconnect_backoff(link.config)
         self.rng = random.Random()
 
     async def run(self) -> None:
@@ -130,6 +126,17 @@ class _Collector:
         stats.state = "backoff"
         await trio.sleep(delay)
         stats.reconnects += 1
+
+
+def reconnect_backoff(config: CollectorConfig, rng: random.Random | None = None) -> Backoff:
+    """A collector's backoff: only delivering resets it (``reconnect_delay``), never a long but
+    silent session."""
+    return Backoff(
+        initial_s=config.backoff_initial_s,
+        cap_s=config.backoff_max_s,
+        healthy_after_s=math.inf,
+        rng=rng,
+    )
 
 
 def reconnect_delay(backoff: Backoff, delivered: bool, rng: random.Random) -> float:

@@ -81,28 +81,19 @@ class StreamHub:
     @contextmanager
     def connected(self) -> Iterator[StreamClient]:
         """A new client, counted until the block ends (returns, raises or is cancelled)."""
-        client = self.connect()
-        try:
-            yield client
-        finally:
-            self.disconnect(client)
-
-    def connect(self) -> StreamClient:
-        """Prefer ``connected()``: a ``connect`` must be paired with exactly one ``disconnect``."""
         send, receive = trio.open_memory_channel[str](CLIENT_QUEUE_MESSAGES)
         client = StreamClient(next(self._ids), send, receive)
         self._clients.add(client)
         if self._closed:
             send.close()  # it authenticated during the shutdown: it leaves with 1001 at once
-        return client
-
-    def disconnect(self, client: StreamClient) -> None:
-        if client in self._clients:
+        try:
+            yield client
+        finally:
             self._clients.discard(client)
             self._dropped_by_gone += client.dropped
             if client.drops_in_a_row >= MAX_DROPS_IN_A_ROW:
                 self.cut_off += 1
-        client.send.close()
+            send.close()
 
     def publish(self, feeds: Iterable[PriceFeed]) -> None:
         if not self._clients:
