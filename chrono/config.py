@@ -92,6 +92,49 @@ class ValidationConfig(_Section, frozen=True):
         return FeedRules(max_places=self.max_decimal_places, bounds=bounds)
 
 
+# msgspec has no bounds for Decimal: _check_consensus checks the signs of these.
+NonNegativeDecimal = Decimal
+PositiveDecimal = Decimal
+ConsensusMethod = Literal["median", "volume_weighted", "time_decay"]
+DEFAULT_STABLECOINS = ["USDT", "USDC", "DAI", "FDUSD", "TUSD", "USDP", "PYUSD", "BUSD"]
+
+
+class SymbolConsensusConfig(_Section, frozen=True):
+    """Per-symbol overrides of ``[consensus]``; unset keys take the section's value."""
+
+    min_sources: PositiveInt | None = None
+    max_deviation_bps: NonNegativeDecimal | None = None
+    guard_bps: NonNegativeDecimal | None = None
+    guard_window_s: Positive | None = None
+    min: PositiveDecimal | None = None  # inputs outside [min, max] are out_of_bounds
+    max: PositiveDecimal | None = None
+
+
+class ConsensusConfig(_Section, frozen=True):
+    """How ``/aggregates/consensus`` (and ``/prices/latest``'s freshness) judge inputs."""
+
+    method: ConsensusMethod = "median"
+    max_age_ms: PositiveInt = 300_000  # the seed's 5 minutes: older inputs are stale
+    min_sources: PositiveInt = 2  # quorum; below it the price is null, never a thin value
+    outlier_k: PositiveDecimal = Decimal(5)  # outlier past k x MAD from the initial median ...
+    mad_floor_bps: NonNegativeDecimal = Decimal(10)  # ... MAD at least this share of it
+    max_deviation_bps: NonNegativeDecimal = Decimal(0)  # also past this from it; 0: off
+    depeg_bps: PositiveDecimal = Decimal(100)  # a stablecoin quote this far off par: excluded
+    half_life_ms: PositiveInt = 14_000  # time_decay (Flare's example provider: ~14 s)
+    guard_bps: NonNegativeDecimal = Decimal(0)  # withhold a jump this far from the recent mean
+    guard_window_s: Positive = 300.0
+    snapshot_interval_s: NonNegativeInt = 90  # the FTSO voting epoch; 0: no snapshots
+    stablecoins: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_STABLECOINS))
+    symbols: dict[str, SymbolConsensusConfig] = {}
+
+
+class FtsoConfig(_Section, frozen=True):
+    """Flare FTSOv2 feed-value endpoints (``POST /feed-values/...``)."""
+
+    enabled: bool = False
+    require_key: bool = False  # true: a public (or admin) key is needed
+
+
 class SupervisorConfig(_Section, frozen=True):
     backoff_initial_s: Positive = 1.0
     backoff_max_s: Positive = 60.0
@@ -141,7 +184,14 @@ class Config(_Section, frozen=True):
     validation: ValidationConfig = ValidationConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     service: ServiceConfig = ServiceConfig()
+    consensus: ConsensusConfig = ConsensusConfig()
+    ftso: FtsoConfig = FtsoConfig()
     collectors: list[CollectorConfig] = []
+
+    def symbols(self) -> list[str]:
+        """Every symbol the config names: collected, or given consensus settings."""
+        named = [s for c in self.collectors for s in c.symbols]
+        return list(dict.fromkeys([*named, *self.consensus.symbols]))
 
 
 _PATH = re.compile(r" - at `\$(.*)`$")
@@ -226,9 +276,36 @@ def _check(config: Config) -> None:
                 raise ConfigError(f"{where}.{side}: {bound} is not a finite number")
         if b.min is not None and b.max is not None and b.min > b.max:
             raise ConfigError(f"{where}: min {b.min} is above max {b.max}")
+    _check_consensus(config.consensus)
     if config.supervisor.backoff_initial_s > config.supervisor.backoff_max_s:
         raise ConfigError("supervisor.backoff_initial_s: above backoff_max_s")
     _check_storage(config.storage)
+
+
+def _check_consensus(consensus: ConsensusConfig) -> None:
+    positive = ("outlier_k", "depeg_bps")
+    for name in ("outlier_k", "mad_floor_bps", "max_deviation_bps", "depeg_bps", "guard_bps"):
+        _check_decimal(f"consensus.{name}", getattr(consensus, name), positive=name in positive)
+    for i, coin in enumerate(consensus.stablecoins):
+        if not (coin.isalnum() and coin.isupper()):
+            raise ConfigError(f"consensus.stablecoins[{i}]: {coin!r} is not an upper-case quote")
+    for symbol, own in consensus.symbols.items():
+        where = f"consensus.symbols.{symbol}"
+        if not is_canonical_symbol(symbol):
+            raise ConfigError(f"{where}: {symbol!r} is not a canonical BASE/QUOTE symbol")
+        for name in ("max_deviation_bps", "guard_bps", "min", "max"):
+            value = getattr(own, name)
+            if value is not None:
+                _check_decimal(f"{where}.{name}", value, positive=name in ("min", "max"))
+        if own.min is not None and own.max is not None and own.min > own.max:
+            raise ConfigError(f"{where}: min {own.min} is above max {own.max}")
+
+
+def _check_decimal(where: str, value: Decimal, *, positive: bool) -> None:
+    if not value.is_finite():
+        raise ConfigError(f"{where}: {value} is not a finite number")
+    if value < 0 or (positive and value == 0):
+        raise ConfigError(f"{where}: must be {'above' if positive else 'at least'} 0")
 
 
 def _check_storage(storage: StorageConfig) -> None:

@@ -13,7 +13,7 @@ both stores keep exactly (SQLite as text, PostgreSQL as ``numeric``).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -173,6 +173,15 @@ class RecentKeys:
     def __init__(self, capacity: int = 50_000) -> None:  # ~10 MB; minutes of a busy feed
         self._capacity = capacity
         self._keys: OrderedDict[FeedKey, None] = OrderedDict()
+
+    def __contains__(self, key: FeedKey) -> bool:
+        """Whether ``key`` is in the window (without remembering it)."""
+        return key in self._keys
+
+    def forget(self, keys: Iterable[FeedKey]) -> None:
+        """Remove ``keys`` from the window (feeds that were not taken after all)."""
+        for key in keys:
+            self._keys.pop(key, None)
 
     def first_time(self, key: FeedKey) -> bool:
         """True the first time ``key`` is seen within the window; remembers it."""

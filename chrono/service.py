@@ -7,6 +7,7 @@
     │  raises ShutdownAborted, so the process exits 1
     ├─ supervisor ─ HTTP/WS server (hypercorn trio worker, quart-trio app)
     ├─ supervisor ─ stream hub (heartbeats)
+    ├─ supervisor ─ consensus snapshots (every [consensus] snapshot_interval_s)
     └─ pipeline nursery
        ├─ supervisor ─ fan-out ─┐ intake (bounded) -> latest prices, stream hub, batcher
        ├─ supervisor ─ batcher  ─┤ -> writer channel (bounded)
@@ -34,6 +35,8 @@ from chrono.api import ApiContext, create_app, serve_http
 from chrono.api.auth import Keys
 from chrono.collect import CollectorStats, ConnectBudgets, run_collector
 from chrono.config import Config
+from chrono.consensus.snapshots import SnapshotTaker
+from chrono.consensus.sources import Aggregator
 from chrono.errors import ChronoError, StoreError
 from chrono.model import PriceFeed, time_text, utc_now
 from chrono.pipeline.batcher import Batcher
@@ -52,6 +55,7 @@ Child = Callable[[], Awaitable[None]]
 INTAKE_LISTS = 1024  # feed lists (one per frame) collectors may run ahead of the fan-out
 TO_BATCHER_LISTS = 1024  # the fan-out may run this far ahead of the batcher
 TO_WRITER_BATCHES = 8  # batches waiting for the store; then the batcher, and so all, blocks
+SNAPSHOT_SETTLE_MARGIN_S = 1.0  # beyond the batch interval, for a snapshot's feeds to be stored
 
 
 class ShutdownAborted(ChronoError):
@@ -106,13 +110,28 @@ class Service:
             budget=sup.restart_budget,
             window_s=sup.budget_window_s,
         )
+        self.aggregator = Aggregator(config, self.latest, self.store)
+        settle_s = config.batch.max_interval_ms / 1000 + SNAPSHOT_SETTLE_MARGIN_S
+        self.snapshots = SnapshotTaker(
+            self.aggregator, self.store, self.store, config.symbols(),
+            stored_up=lambda: self.writer.healthy,
+            interval_s=config.consensus.snapshot_interval_s, settle_s=settle_s,
+            retry_initial_s=storage.retry_initial_s, retry_cap_s=storage.retry_max_s,
+        )  # fmt: skip
         self.api = ApiContext(
             latest=self.latest,
-            store=self.store,
+            reader=self.store,
+            writer=self.store,
+            aggregator=self.aggregator,
             hub=self.hub,
             keys=Keys(config.auth),
             status=self.status,
             health=self.health,
+            rules=config.validation.rules(),
+            intake=self.intake,
+            seen=self.fanout.seen,
+            consensus=config.consensus,
+            ftso=config.ftso,
             stream_max_message_bytes=config.server.stream_max_message_bytes,
         )
         self._collecting = trio.CancelScope()
@@ -155,7 +174,7 @@ class Service:
         http = _PortReady()
         stopping = self.api.stopping
         serve = partial(serve_http, app, self.config.server, stopping, task_status=http)
-        heartbeats = trio.CancelScope()
+        heartbeats, snapshotting = trio.CancelScope(), trio.CancelScope()
         async with trio.open_nursery() as root:
             root.start_soon(self._supervised("http", serve))
             await http.ready.wait()
@@ -163,9 +182,13 @@ class Service:
             host = self.config.server.host
             log.info("http listening", extra={"data": {"host": host, "port": http.port}})
             root.start_soon(_within, heartbeats, self._supervised("stream_hub", self.hub.run))
+            if self.config.consensus.snapshot_interval_s:
+                snapshots = self._supervised("snapshots", self.snapshots.run)
+                root.start_soon(_within, snapshotting, snapshots)
             await self._run_pipeline(task_status)
             self.state = "stopping"
             heartbeats.cancel()
+            snapshotting.cancel()
             self.hub.close_all()  # stream handlers close with 1001 instead of being cancelled
             stopping.set()  # the server finishes in-flight requests within its grace period
             root.cancel_scope.deadline = (
@@ -173,7 +196,7 @@ class Service:
             )
 
     async def _run_pipeline(self, task_status: trio.TaskStatus[int]) -> None:
-        rules = self.config.validation.rules()
+        rules = self.api.rules
         budgets = ConnectBudgets()  # per exchange, shared by its collectors
         async with trio.open_nursery() as pipeline:
             pipeline.start_soon(self._supervised("fanout", self.fanout.run))
@@ -212,6 +235,11 @@ class Service:
                 "writer": self.writer.statistics(),
                 "latest": self.latest.statistics(),
                 "stream": self.hub.statistics(),
+            },
+            "consensus": {
+                "computed": self.aggregator.computed,
+                "guarded": self.aggregator.guarded,
+                "snapshots": self.snapshots.statistics(),
             },
             "store": self.store.statistics(),
             "supervisor": [c.as_dict() for c in self.children.values()],

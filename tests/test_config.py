@@ -29,8 +29,12 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_the_documented_example_loads() -> None:
     config = load_config(REPO / "config.toml")
-    assert [c.worker_id for c in config.collectors] == ["coinbase"]
-    assert config.collectors[0].symbols == ["BTC/USD", "ETH/USD"]
+    assert [c.worker_id for c in config.collectors] == [
+        "coinbase", "kraken", "bitstamp", "binance_us", "binance"]  # fmt: skip
+    assert all(c.symbols == ["BTC/USD", "ETH/USD"] for c in config.collectors)
+    assert config.consensus.min_sources == 2
+    assert config.consensus.snapshot_interval_s == 90
+    assert config.ftso.enabled is False
     assert config.storage.url == f"sqlite:///{REPO / 'chrono.db'}"
     assert config.batch.max_feeds == 100
     assert config.batch.max_interval_ms == 5000
@@ -70,6 +74,19 @@ def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
             "validation.bounds.BTC/USD: min 10 is above max 1",
         ),
         (GOOD + '[storage]\nurl = "mysql://x"\n', "storage.url: expected sqlite:///PATH"),
+        (GOOD + '[consensus]\nmethod = "mean"\n', "consensus.method: Invalid enum value 'mean'"),
+        (GOOD + "[consensus]\nmin_sources = 0\n", "consensus.min_sources: Expected `int` >= 1"),
+        (GOOD + "[consensus]\noutlier_k = 0\n", "consensus.outlier_k: must be above 0"),
+        (GOOD + "[consensus]\nguard_bps = -1\n", "consensus.guard_bps: must be at least 0"),
+        (GOOD + '[consensus]\ndepeg_bps = "nan"\n', "consensus.depeg_bps: NaN is not a finite"),
+        (GOOD + '[consensus]\nstablecoins = ["usdt"]\n', "consensus.stablecoins[0]: 'usdt'"),
+        (GOOD + "[consensus]\nsnapshot_interval_s = -90\n", "consensus.snapshot_interval_s"),
+        (
+            GOOD + '[consensus.symbols."BTC/USD"]\nmin = 10\nmax = 1\n',
+            "consensus.symbols.BTC/USD: min 10 is above max 1",
+        ),
+        (GOOD + '[consensus.symbols."btcusd"]\n', "consensus.symbols.btcusd: 'btcusd' is not"),
+        (GOOD + "[ftso]\nenabled = 1\n", "ftso.enabled: Expected `bool`"),
         (
             GOOD + '[storage]\nurl = "postgresql://u:pw@db/x?colour=red"\n',
             'storage.url: not a valid PostgreSQL URL (invalid URI query parameter: "colour")',

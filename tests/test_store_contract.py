@@ -1,11 +1,13 @@
 """One contract for every store, run on SQLite and on a throwaway PostgreSQL cluster: rows read
-back digit for digit, each feed once, the read side (latest, range, candles), migrations, and a
-store that is not there at start opening on a later write."""
+back digit for digit, each feed once, the read side (latest, as-of consensus inputs, ranges and
+their keyset pages, candles and their pages), migrations, and a store that is not there at
+start opening on a later write. tests/test_store_history.py reuses the fixtures."""
 
 from __future__ import annotations
 
+import random
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -18,9 +20,10 @@ import trio
 
 from chrono.errors import SchemaTooNew, StoreError
 from chrono.model import PriceFeed, decimal_text
-from chrono.store import Candle, PostgresStore, SQLiteStore, Store
+from chrono.store import INTERVALS, Candle, FeedPage, PostgresStore, RowKey, SQLiteStore, Store
 from chrono.store import postgres as pg_module
 from chrono.store import sqlite as sqlite_module
+from chrono.store.candles import candles_of
 from chrono.store.migrations import Migration
 from chrono.testing.postgres import PostgresCluster
 from tests.feeds import T0, make_feed
@@ -150,6 +153,103 @@ async def test_latest_by_source_within_a_window(store: Store) -> None:
     ]
 
 
+async def test_latest_by_source_as_of_a_time(store: Store) -> None:
+    """``until`` is inclusive: each source's newest feed at or before it, the window's start
+    still applies, and of two feeds at one time the one inserted last wins (not the higher
+    price)."""
+    await store.write(
+        [
+            feed_at(0, "1.0"),
+            feed_at(10, "1.1"),
+            feed_at(20, "1.2"),  # after the as-of time
+            feed_at(5, "2.0", source="kraken"),
+            feed_at(10, "2.1", source="kraken"),  # at the as-of time exactly
+            feed_at(12, "9", source="bitstamp"),  # only after it
+            feed_at(1, "0.5", source="okx"),  # before the window
+            feed_at(8, "50", symbol="ETH/USD", source="okx"),
+        ]
+    )
+    await store.write([feed_at(10, "1.05"), feed_at(10, "2.2", source="kraken")])  # later ties
+
+    found = await store.latest_by_source(["BTC/USD", "ETH/USD"], since=at(2), until=at(10))
+    assert sorted((f.symbol, f.source, f.price) for f in found) == [
+        ("BTC/USD", "coinbase", Decimal("1.05")),
+        ("BTC/USD", "kraken", Decimal("2.2")),
+        ("ETH/USD", "okx", Decimal("50")),
+    ]
+    assert found[0] == feed_at(10, "1.05")  # the whole feed, as written
+
+    just_before = await store.latest_by_source(["BTC/USD"], since=at(2), until=at(9.999999))
+    assert sorted((f.source, f.price) for f in just_before) == [
+        ("kraken", Decimal("2.0")),
+    ]
+    unbounded = await store.latest_by_source(["BTC/USD"], since=at(2))
+    assert sorted((f.source, f.price) for f in unbounded) == [
+        ("bitstamp", Decimal("9")),
+        ("coinbase", Decimal("1.2")),
+        ("kraken", Decimal("2.2")),
+    ]
+    assert await store.latest_by_source(["BTC/USD"], since=at(11), until=at(11)) == []
+
+
+async def walk(store: Store, limit: int, **kw: Any) -> list[FeedPage]:
+    """Every page of ``BTC/USD`` in ``[at(0), at(9))``, following ``next``."""
+    pages = [await store.feeds_page("BTC/USD", at(0), at(9), limit=limit, **kw)]
+    while pages[-1].next is not None:
+        after = pages[-1].next
+        pages.append(
+            await store.feeds_page("BTC/USD", at(0), at(9), limit=limit, after=after, **kw)
+        )
+        assert len(pages) < 100
+    return pages
+
+
+async def test_feeds_page_walks_a_range_once_in_key_order(store: Store) -> None:
+    # 25 feeds, three to a timestamp, written one by one in a shuffled order: among feeds at
+    # one time, the order is the order of writing (the row id).
+    feeds = [
+        feed_at(i // 3, f"{100 + i}", source="kraken" if i % 4 == 0 else "coinbase")
+        for i in range(25)
+    ]
+    order = list(range(25))
+    random.Random(7).shuffle(order)
+    for i in order:
+        await store.write([feeds[i]])
+    outside = [feed_at(-0.000001, "1"), feed_at(9, "2"), feed_at(1, "3", symbol="ETH/USD")]
+    await store.write(outside)
+    expected = sorted(feeds, key=lambda f: (f.timestamp, order.index(feeds.index(f))))
+
+    pages = await walk(store, 7)
+    assert [len(p.feeds) for p in pages] == [7, 7, 7, 4]
+    assert [f for p in pages for f in p.feeds] == expected
+    keys = [p.next for p in pages[:-1]]
+    assert all(key is not None for key in keys)
+    assert keys == sorted(keys)  # type: ignore[type-var]
+    assert [k.timestamp for k in keys if k] == [p.feeds[-1].timestamp for p in pages[:-1]]
+
+    # A range that fills its last page exactly ends there: no empty page after it.
+    assert [len(p.feeds) for p in await walk(store, 5)] == [5, 5, 5, 5, 5]
+    assert [f for p in await walk(store, 25) for f in p.feeds] == expected
+    assert (await store.feeds_page("BTC/USD", at(0), at(9), limit=1000)).next is None
+
+    kraken = await walk(store, 2, source="kraken")
+    assert [f for p in kraken for f in p.feeds] == [f for f in expected if f.source == "kraken"]
+    assert [len(p.feeds) for p in kraken] == [2, 2, 2, 1]
+
+    # Keys, not offsets: a feed that arrives behind the cursor does not shift the next page.
+    first = await store.feeds_page("BTC/USD", at(0), at(9), limit=7)
+    await store.write([feed_at(0, "0.5")])
+    second = await store.feeds_page("BTC/USD", at(0), at(9), limit=7, after=first.next)
+    assert second.feeds == expected[7:14]
+
+    empty = await store.feeds_page("ETH/USD", at(2), at(9), limit=7)
+    assert empty == FeedPage(feeds=[], next=None)
+    beyond = RowKey(at(8), 2**62)
+    assert await store.feeds_page("BTC/USD", at(0), at(9), limit=7, after=beyond) == empty
+    with pytest.raises(ValueError, match="limit"):
+        await store.feeds_page("BTC/USD", at(0), at(9), limit=0)
+
+
 async def test_feeds_between_is_half_open_and_ordered(store: Store) -> None:
     feeds = [feed_at(s, f"{100 + s}") for s in (4, 1, 3, 0, 2)]
     await store.write([*feeds, feed_at(2.5, "7", source="kraken")])
@@ -225,10 +325,59 @@ async def test_candles_per_interval(store: Store) -> None:
     assert later == [candle(day, "99.75", "101.00", "99.75", "101.00", "12", 2)]
 
 
+async def test_candles_with_a_limit_are_the_first_of_all_and_page_on(store: Store) -> None:
+    day = datetime(2026, 11, 20, tzinfo=UTC)
+    rng = random.Random(11)
+    feeds = [
+        feed_at(
+            (day - T0).total_seconds() + rng.randrange(0, 6 * 3600 * 10) / 10,
+            f"{rng.randrange(9_000, 11_000)}.{rng.randrange(100):02d}",
+            source=rng.choice(["coinbase", "kraken"]),
+            volume=Decimal(rng.randrange(1, 99)) if rng.random() < 0.8 else None,
+        )
+        for _ in range(400)
+    ]
+    await store.write(feeds)
+    end = day + timedelta(hours=6)
+    for interval, source in (("1m", None), ("15m", None), ("1h", "kraken")):
+        every = await store.candles("BTC/USD", day, end, interval, source=source)
+        assert len(every) > 3
+        for limit in (1, 2, 3, len(every), len(every) + 5):
+            got = await store.candles("BTC/USD", day, end, interval, source=source, limit=limit)
+            assert got == every[:limit], (interval, limit)
+        # Paging: ask again from the bucket after the last one returned.
+        paged: list[Candle] = []
+        start = day
+        while page := await store.candles("BTC/USD", start, end, interval, source=source, limit=3):
+            paged += page
+            start = page[-1].timestamp + timedelta(seconds=INTERVALS[interval])
+        assert paged == every
+    with pytest.raises(ValueError, match="limit"):
+        await store.candles("BTC/USD", day, end, "1m", limit=0)
+
+
+def test_candles_with_a_limit_read_only_the_rows_they_need() -> None:
+    """SQLite's candles come from its rows in Python: with a limit the rows are read up to the
+    first of the bucket after the last one wanted, not to the end of the range."""
+    read: list[datetime] = []
+
+    def rows() -> Iterator[tuple[datetime, Decimal, Decimal | None]]:
+        for minute in range(10_000):
+            for second in (0, 30):
+                read.append(at(60 * minute + second))
+                yield read[-1], Decimal(minute), None
+
+    first_three = candles_of(rows(), 60, limit=3)
+    assert [c.num_feeds for c in first_three] == [2, 2, 2]
+    assert len(read) == 7  # three buckets' rows and the row that starts a fourth
+    assert candles_of(rows(), 60, limit=3) == candles_of(rows(), 60)[:3]
+
+
 async def test_a_new_store_is_at_the_latest_version_and_reopening_changes_nothing(
     store: Store, target: Target
 ) -> None:
     latest = target.migrations()[-1].version
+    assert latest == 2
     assert await store.schema_version() == latest
     await store.write([make_feed(1)])
     again = target.make()
@@ -237,6 +386,27 @@ async def test_a_new_store_is_at_the_latest_version_and_reopening_changes_nothin
     await again.aclose()
     assert target.sql("SELECT COUNT(*) FROM chrono_schema_version") == [(latest,)]
     assert target.sql("SELECT COUNT(*) FROM price_feeds") == [(1,)]
+
+
+async def test_a_store_at_version_1_migrates_to_2_keeping_its_rows(target: Target) -> None:
+    old = target.make(target.migrations()[:1])
+    await old.open()
+    feeds = [make_feed(i, price=p) for i, p in enumerate(TRICKY_PRICES)]
+    await old.write(feeds)
+    assert await old.schema_version() == 1
+    await old.aclose()
+
+    store = target.make()
+    with trio.fail_after(30):
+        await store.open()
+        assert await store.schema_version() == 2
+        assert await store.feeds_between("BTC/USD", T0, at(1)) == feeds
+        await store.aclose()
+    versions = target.sql("SELECT version, description FROM chrono_schema_version ORDER BY 1")
+    assert [v for v, _ in versions] == [1, 2]
+    assert "aggregated_prices" in versions[1][1]
+    assert target.sql("SELECT COUNT(*) FROM aggregated_prices") == [(0,)]
+    assert target.sql("SELECT COUNT(*) FROM ftso_rounds") == [(0,)]
 
 
 async def test_pending_migrations_are_applied_and_recorded(store: Store, target: Target) -> None:

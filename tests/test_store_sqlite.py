@@ -87,6 +87,6 @@ async def test_a_database_from_before_schema_versions_is_adopted(tmp_path: Path)
         db.executescript(PRE_VERSIONS_SCHEMA)
     store = SQLiteStore(str(tmp_path / "old.db"))
     await store.open()
-    assert await store.schema_version() == 1
+    assert await store.schema_version() == 2
     assert [f.price for f in await store.latest(["BTC/USD"])] == [Decimal("67234.56")]
     await store.aclose()

@@ -1,60 +1,66 @@
-"""The quart-trio app: routes from ``prices``, ``ops`` and ``stream``, one error format.
+"""The quart-trio app: the routes of ``ingest``, ``prices``, ``aggregates``, ``ftso``, ``ops``
+and ``stream``, one key check, one error format.
 
-``ApiContext`` is everything the routes read from the running service; the app holds no state
-of its own. Every response carries ``X-Request-ID``.
+Which key roles may use a route is one table, ``ROUTE_ROLES``, applied in one
+``before_request``; routes read the role from ``g.role``. A ``StoreError`` out of any route is a
+503 ``DATABASE_ERROR``. Every response carries ``X-Request-ID``.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-import msgspec
-import trio
 from quart import Response, g, has_request_context, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from chrono.api.auth import Keys
-from chrono.api.errors import CODE_OF_STATUS, ApiError, error_body
+from chrono.api.auth import Role, bearer
+from chrono.api.context import ApiContext
+from chrono.api.errors import ApiError, ErrorCode, error_body
 from chrono.api.protocol import MAX_BODY_BYTES
-from chrono.pipeline.latest import LatestPrices
-from chrono.pipeline.stream import StreamHub
-from chrono.store import Store
+from chrono.errors import StoreError
 
 log = logging.getLogger(__name__)
-_encoder = msgspec.json.Encoder()
+
+RouteRoles = tuple[tuple[str, frozenset[Role]], ...]
+
+# Route prefix -> the roles whose keys open it (an admin key opens every route). The first
+# matching prefix wins; a route matching none needs no key. /stream checks its key itself (it
+# may come in the first message).
+ROUTE_ROLES: RouteRoles = (
+    ("/internal/", frozenset({Role.INTERNAL})),
+    ("/prices/", frozenset({Role.PUBLIC})),
+    ("/aggregates/", frozenset({Role.PUBLIC})),
+    ("/status", frozenset({Role.ADMIN})),
+)
+FTSO_ROLES: RouteRoles = (("/feed-values/", frozenset({Role.PUBLIC})),)  # [ftso] require_key
 
 
-@dataclass
-class ApiContext:
-    latest: LatestPrices
-    store: Store
-    hub: StreamHub
-    keys: Keys
-    status: Callable[[], dict[str, Any]]  # what GET /status returns
-    health: Callable[[], dict[str, Any]]  # {"status": healthy|degraded|unhealthy, "services"...}
-    stopping: trio.Event = field(default_factory=trio.Event)
-    stream_max_message_bytes: int = 65_536  # a bigger client message closes /stream with 1009
-
-
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(_encoder.encode(body), status=status, content_type="application/json")
+def roles_for(path: str, table: RouteRoles = ROUTE_ROLES) -> frozenset[Role] | None:
+    """The roles that may use ``path``; ``None``: no key needed."""
+    for prefix, roles in table:
+        if path.startswith(prefix):
+            return roles
+    return None
 
 
 def create_app(ctx: ApiContext) -> QuartTrio:
-    from chrono.api import ops, prices, stream  # routes import this module's helpers
+    from chrono.api import aggregates, ftso, ingest, ops, prices, stream
+
+    table = ROUTE_ROLES + (FTSO_ROLES if ctx.ftso.require_key else ())
 
     app = QuartTrio("chrono")
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES  # as the server's limit (413)
 
     @app.before_request
-    async def assign_request_id() -> None:
+    async def identify() -> None:
         g.request_id = request.headers.get("X-Request-ID") or secrets.token_hex(8)
+        g.role = None
+        roles = roles_for(request.path, table)
+        if roles is not None and request.url_rule is not None:  # unknown routes stay 404
+            g.role = ctx.keys.require(bearer(request.headers.get("Authorization")), roles)
 
     @app.after_request
     async def tag_response(response: Response) -> Response:
@@ -65,18 +71,26 @@ def create_app(ctx: ApiContext) -> QuartTrio:
     async def api_error(error: ApiError) -> Response:
         return _error_response(error)
 
+    @app.errorhandler(StoreError)
+    async def store_error(error: StoreError) -> Response:
+        log.warning("store error in %s %s: %s", request.method, request.path, error)
+        return _error_response(ApiError(ErrorCode.DATABASE_ERROR, "the store is unavailable"))
+
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
-        kind = CODE_OF_STATUS.get(error.code or 500, "INTERNAL_ERROR")
-        return _error_response(ApiError(kind, error.description or error.name))
+        code = ErrorCode.of_status(error.code or 500)
+        return _error_response(ApiError(code, error.description or error.name))
 
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:
         where = f"{request.method} {request.path}" if has_request_context() else "a request"
         log.error("unhandled error in %s", where, exc_info=error)
-        return _error_response(ApiError("INTERNAL_ERROR", "internal error"))
+        return _error_response(ApiError(ErrorCode.INTERNAL_ERROR, "internal error"))
 
+    ingest.register(app, ctx)
     prices.register(app, ctx)
+    aggregates.register(app, ctx)
+    ftso.register(app, ctx)
     ops.register(app, ctx)
     stream.register(app, ctx)
     return app

@@ -11,7 +11,7 @@ import enum
 import hmac
 from collections.abc import Iterable
 
-from chrono.api.errors import ApiError
+from chrono.api.errors import ApiError, ErrorCode
 from chrono.config import AuthConfig
 
 
@@ -40,12 +40,14 @@ class Keys:
     def require(self, key: str | None, allowed: Iterable[Role]) -> Role:
         """The key's role if it may use the route; else ``ApiError`` 401 or 403."""
         if not key:
-            raise ApiError("UNAUTHORIZED", "an API key is required (Authorization: Bearer <key>)")
+            raise ApiError(
+                ErrorCode.UNAUTHORIZED, "an API key is required (Authorization: Bearer <key>)"
+            )
         role = self.role_of(key)
         if role is None:
-            raise ApiError("UNAUTHORIZED", "unknown API key")
+            raise ApiError(ErrorCode.UNAUTHORIZED, "unknown API key")
         if role is not Role.ADMIN and role not in allowed:
-            raise ApiError("FORBIDDEN", f"a {role.value} key cannot use this route")
+            raise ApiError(ErrorCode.FORBIDDEN, f"a {role.value} key cannot use this route")
         return role
 
 

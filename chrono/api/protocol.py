@@ -69,7 +69,7 @@ from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import TCPServer
 
-from chrono.api.errors import CODE_OF_STATUS, ApiError, error_body
+from chrono.api.errors import ApiError, ErrorCode, error_body
 
 log = logging.getLogger(__name__)
 
@@ -364,10 +364,7 @@ class ChronoH11Protocol(H11Protocol):
     async def _send_envelope(
         self, status: int, message: str, details: dict[str, Any], *, end: bool
     ) -> None:
-        code = CODE_OF_STATUS.get(status) or (
-            "INTERNAL_ERROR" if status >= 500 else "VALIDATION_ERROR"
-        )
-        error = ApiError(code, message, details)
+        error = ApiError(ErrorCode.of_status(status), message, details)
         request_id = self._request_id or _fresh_request_id()
         body = error_body(error, request_id)
         headers = chain(

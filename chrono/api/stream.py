@@ -30,9 +30,9 @@ import trio
 from quart import websocket
 from quart_trio import QuartTrio
 
-from chrono.api.app import ApiContext
 from chrono.api.auth import Role
-from chrono.api.errors import ApiError
+from chrono.api.context import ApiContext
+from chrono.api.errors import ApiError, ErrorCode
 from chrono.api.ws_protocol import utf8_length
 from chrono.model import is_canonical_symbol
 from chrono.pipeline.stream import StreamClient, encode_text
@@ -86,7 +86,7 @@ async def _serve_client(ctx: ApiContext) -> tuple[int, str]:
     except ApiError as exc:
         if ctx.stopping.is_set():  # it was still to send its key: no 1008 for that
             return GOING_AWAY, "server going away"
-        await websocket.send(_error(exc.code, exc.message))
+        await websocket.send(_error(exc.code.name, exc.message))
         return POLICY_VIOLATION, exc.message[:100]
     with ctx.hub.connected() as client:
         async with trio.open_nursery() as nursery:
@@ -111,7 +111,7 @@ async def _authenticate(ctx: ApiContext) -> None:
         raw = await _first_message(ctx)
         command = None if raw is None else _parse(raw)
         if isinstance(command, str):
-            raise ApiError("UNAUTHORIZED", "first message must be an auth action")
+            raise ApiError(ErrorCode.UNAUTHORIZED, "first message must be an auth action")
         key = command.key if command is not None and command.action == "auth" else None
     ctx.keys.require(key, {Role.PUBLIC})
 

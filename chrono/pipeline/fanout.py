@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 
-from chrono.model import PriceFeed, RecentKeys
+from chrono.model import FeedKey, PriceFeed, RecentKeys
 from chrono.pipeline.channels import with_queued
 from chrono.pipeline.latest import LatestPrices
 from chrono.pipeline.stream import StreamHub
@@ -48,6 +48,10 @@ class FanOut:
             self._hub.publish(fresh)
             await self._to_batcher.send(fresh)
         await self._to_batcher.aclose()
+
+    def seen(self, key: FeedKey) -> bool:
+        """Whether a feed with ``key`` passed lately (ingest counts it as a duplicate)."""
+        return key in self._recent
 
     def statistics(self) -> dict[str, Any]:
         return {"feeds_in": self.feeds_in, "duplicates_dropped": self.duplicates}

@@ -1,13 +1,14 @@
-"""The newest feed of every symbol, in memory, for ``/prices/latest``.
+"""The newest feed of every (symbol, source), in memory, for ``/prices/latest`` and the
+consensus.
 
 Updated synchronously by the fan-out, so it never blocks and never lags the pipeline. A feed
-older (by exchange time) than the one held is ignored: exchanges replay the last trade after
-every subscribe, and a replay must not move the price backwards.
+older (by exchange time) than the one held for its source is ignored: exchanges replay the last
+trade after every subscribe, and a replay must not move the price backwards.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from chrono.model import PriceFeed
@@ -15,19 +16,34 @@ from chrono.model import PriceFeed
 
 class LatestPrices:
     def __init__(self) -> None:
-        self._by_symbol: dict[str, PriceFeed] = {}
+        self._by_symbol: dict[str, dict[str, PriceFeed]] = {}
         self.updates = 0
 
     def update(self, feeds: Iterable[PriceFeed]) -> None:
         held = self._by_symbol
         for feed in feeds:
-            current = held.get(feed.symbol)
+            sources = held.get(feed.symbol)
+            if sources is None:
+                sources = held[feed.symbol] = {}
+            current = sources.get(feed.source)
             if current is None or feed.timestamp >= current.timestamp:
-                held[feed.symbol] = feed
+                sources[feed.source] = feed
                 self.updates += 1
 
-    def get(self, symbol: str) -> PriceFeed | None:
-        return self._by_symbol.get(symbol)
+    def by_source(self, symbol: str) -> Mapping[str, PriceFeed]:
+        """The newest feed of each source of ``symbol`` (empty if none yet)."""
+        return self._by_symbol.get(symbol, {})
+
+    def get(self, symbol: str, source: str | None = None) -> PriceFeed | None:
+        """The newest feed of ``symbol`` from ``source``, or from any source."""
+        sources = self._by_symbol.get(symbol, {})
+        if source is not None:
+            return sources.get(source)
+        return max(sources.values(), key=lambda f: f.timestamp, default=None)
 
     def statistics(self) -> dict[str, Any]:
-        return {"symbols": len(self._by_symbol), "updates": self.updates}
+        return {
+            "symbols": len(self._by_symbol),
+            "sources": sum(len(s) for s in self._by_symbol.values()),
+            "updates": self.updates,
+        }

@@ -1,11 +1,21 @@
-"""Stores behind one seam (``Store``): SQLite, the embedded default, and PostgreSQL."""
+"""Stores behind one seam (``Store``: a ``StoreWriter`` and a ``StoreReader``): SQLite, the
+embedded default, and PostgreSQL."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chrono.store.base import INTERVALS, Candle, Store
+from chrono.store.base import (
+    INTERVALS,
+    Candle,
+    FeedPage,
+    RowKey,
+    Store,
+    StoreReader,
+    StoreWriter,
+)
 from chrono.store.postgres import PostgresStore
+from chrono.store.snapshots import FtsoAnswer, Snapshot
 from chrono.store.sqlite import SQLiteStore
 from chrono.store.timescale import TimescaleSettings
 
@@ -31,4 +41,17 @@ def open_store(storage: StorageConfig) -> Store:
     )
 
 
-__all__ = ["INTERVALS", "Candle", "PostgresStore", "SQLiteStore", "Store", "open_store"]
+__all__ = [
+    "INTERVALS",
+    "Candle",
+    "FeedPage",
+    "FtsoAnswer",
+    "PostgresStore",
+    "RowKey",
+    "SQLiteStore",
+    "Snapshot",
+    "Store",
+    "StoreReader",
+    "StoreWriter",
+    "open_store",
+]

@@ -1,9 +1,12 @@
 """The PostgreSQL store's statements, in one place (values always bound, never formatted in).
 
-A ``NULL`` source parameter means every source. Candle queries come in three forms that
-answer the same question: plain SQL (``date_bin`` from the UTC epoch), TimescaleDB's
-``time_bucket`` with ``first``/``last``, and a read of a continuous aggregate, whose rows per
-(bucket, source) are combined by their first and last feed times.
+A ``NULL`` source parameter means every source, a ``NULL`` limit no limit. Candle queries come
+in three forms that answer the same question: plain SQL (``date_bin`` from the UTC epoch),
+TimescaleDB's ``time_bucket`` with ``first``/``last``, and a read of a continuous aggregate,
+whose rows per (bucket, source) are combined by their first and last feed times.
+
+Snapshot and FTSO bodies are ``json`` columns (the text as given, checked to be JSON), written
+as ``%s::json`` from text and read as ``body::text``: psycopg would otherwise parse them.
 """
 
 from __future__ import annotations
@@ -42,10 +45,12 @@ CROSS JOIN LATERAL (
 ) f
 ORDER BY s.n
 """
+# Of feeds of one source at one time, the last inserted (the highest id).
 LATEST_BY_SOURCE = f"""
 SELECT DISTINCT ON (symbol, source) {_COLS} FROM price_feeds
 WHERE symbol = ANY(%(symbols)s::text[]) AND timestamp >= %(since)s
-ORDER BY symbol, source, timestamp DESC
+  AND (%(until)s::timestamptz IS NULL OR timestamp <= %(until)s)
+ORDER BY symbol, source, timestamp DESC, id DESC
 """
 BETWEEN = f"""
 SELECT {_COLS} FROM price_feeds
@@ -54,11 +59,22 @@ WHERE symbol = %(symbol)s AND timestamp >= %(start)s AND timestamp < %(end)s
 ORDER BY timestamp, id LIMIT %(limit)s
 """
 
+# Keyset: rows after (timestamp, id); the first page starts after (start, FIRST_ID). ``from``
+# is the later of start and the key's time: the index seeks there, the row comparison
+# settles ties.
+PAGE = f"""
+SELECT timestamp, id, {_COLS} FROM price_feeds
+WHERE symbol = %(symbol)s AND timestamp >= %(from)s AND timestamp < %(end)s
+  AND (%(source)s::text IS NULL OR source = %(source)s)
+  AND (timestamp, id) > (%(after_at)s::timestamptz, %(after_id)s::bigint)
+ORDER BY timestamp, id LIMIT %(limit)s
+"""
+
 _RANGE = """
 FROM price_feeds
 WHERE symbol = %(symbol)s AND timestamp >= %(start)s AND timestamp < %(end)s
   AND (%(source)s::text IS NULL OR source = %(source)s)
-GROUP BY bucket ORDER BY bucket
+GROUP BY bucket ORDER BY bucket LIMIT %(limit)s::bigint
 """
 CANDLES = (
     """
@@ -83,9 +99,40 @@ SELECT bucket, first(open, first_at), max(high), min(low), last(close, last_at),
 FROM {view}
 WHERE symbol = %(symbol)s AND bucket >= %(start)s AND bucket < %(end)s
   AND (%(source)s::text IS NULL OR source = %(source)s)
-GROUP BY bucket ORDER BY bucket
+GROUP BY bucket ORDER BY bucket LIMIT %(limit)s::bigint
 """
 
 
 def from_aggregate(view: str) -> sql.Composed:
     return sql.SQL(CANDLES_FROM_AGGREGATE).format(view=sql.Identifier(view))
+
+
+_SNAPSHOT_COLS = "symbol, timestamp, price, status, method, num_sources, inputs_digest"
+INSERT_SNAPSHOT = f"""
+INSERT INTO aggregated_prices ({_SNAPSHOT_COLS}, body) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::json)
+ON CONFLICT (symbol, timestamp) DO NOTHING
+"""
+SNAPSHOTS_AT = """
+SELECT a.symbol, a.timestamp, a.price, a.status, a.method, a.num_sources, a.inputs_digest,
+       a.body::text
+FROM unnest(%(symbols)s::text[]) WITH ORDINALITY AS s(symbol, n)
+JOIN aggregated_prices a ON a.symbol = s.symbol AND a.timestamp = %(at)s
+ORDER BY s.n
+"""
+SNAPSHOTS_BETWEEN = f"""
+SELECT {_SNAPSHOT_COLS}, body::text FROM aggregated_prices
+WHERE symbol = %(symbol)s AND timestamp >= %(start)s AND timestamp < %(end)s
+ORDER BY timestamp LIMIT %(limit)s
+"""
+
+_ANSWER_COLS = "voting_round_id, category, name, value, answered_at"
+UPSERT_ANSWER = f"""
+INSERT INTO ftso_rounds ({_ANSWER_COLS}, body) VALUES (%s, %s, %s, %s, %s, %s::json)
+ON CONFLICT (voting_round_id, category, name) DO UPDATE
+SET value = EXCLUDED.value, answered_at = EXCLUDED.answered_at, body = EXCLUDED.body
+"""
+# ``name`` is COLLATE "C" (migration 2): code point order, as SQLite sorts it.
+FTSO_ROUND = f"""
+SELECT {_ANSWER_COLS}, body::text FROM ftso_rounds WHERE voting_round_id = %(round)s
+ORDER BY category, name
+"""

@@ -10,6 +10,10 @@ Prices are ``numeric`` (the scale is kept: ``67234.56000000`` reads back with it
 ``timestamptz``; sessions run in UTC. The schema comes from ``MIGRATIONS``, applied under an
 advisory lock so that two Chrono processes starting together migrate once. Needs PostgreSQL 14
 or newer (``date_bin``).
+
+Snapshot and FTSO bodies are ``json``, not ``jsonb``: ``json`` keeps the text as given (key
+order, spacing, number spelling), which the API hands back byte for byte; nothing queries
+inside them.
 """
 
 from __future__ import annotations
@@ -26,7 +30,16 @@ from psycopg.sql import Composed
 from psycopg.types.json import set_json_dumps
 
 from chrono.model import PriceFeed, utc_now
-from chrono.store.base import INTERVALS, MAX_RANGE_FEEDS, Candle
+from chrono.store.base import (
+    FIRST_ID,
+    INTERVALS,
+    MAX_RANGE_FEEDS,
+    Candle,
+    FeedPage,
+    RowKey,
+    check_limit,
+    feed_page,
+)
 from chrono.store.migrations import CURRENT_VERSION, VERSION_TABLE, Migration, apply_pending
 from chrono.store.pg_pool import Connection, ConnectionPool
 from chrono.store.pg_sql import (
@@ -34,12 +47,25 @@ from chrono.store.pg_sql import (
     CANDLES,
     CANDLES_TIMESCALE,
     COPY_INCOMING,
+    FTSO_ROUND,
     INCOMING_DDL,
     INCOMING_TYPES,
+    INSERT_SNAPSHOT,
     LATEST,
     LATEST_BY_SOURCE,
     MOVE_INCOMING,
+    PAGE,
+    SNAPSHOTS_AT,
+    SNAPSHOTS_BETWEEN,
+    UPSERT_ANSWER,
     from_aggregate,
+)
+from chrono.store.snapshots import (
+    FtsoAnswer,
+    Snapshot,
+    json_text,
+    optional_json_bytes,
+    optional_json_text,
 )
 from chrono.store.timescale import (
     TimescaleSettings,
@@ -81,6 +107,38 @@ MIGRATIONS = (
             """,
             "CREATE INDEX IF NOT EXISTS price_feeds_symbol_time"
             " ON price_feeds (symbol, timestamp DESC)",
+        ),
+    ),
+    Migration(
+        2,
+        "aggregated_prices (consensus snapshots) and ftso_rounds (answers to FTSO providers)",
+        (
+            # Small tables, plain on TimescaleDB too. json, not jsonb: the body as written.
+            """
+            CREATE TABLE aggregated_prices (
+                symbol        text NOT NULL,
+                timestamp     timestamptz NOT NULL,
+                price         numeric,
+                status        text NOT NULL,
+                method        text NOT NULL,
+                num_sources   integer NOT NULL,
+                inputs_digest text NOT NULL,
+                body          json NOT NULL,
+                CONSTRAINT aggregated_prices_key PRIMARY KEY (symbol, timestamp)
+            )
+            """,
+            # name in code point order ("C"), as SQLite sorts it.
+            """
+            CREATE TABLE ftso_rounds (
+                voting_round_id bigint NOT NULL,
+                category        integer NOT NULL,
+                name            text COLLATE "C" NOT NULL,
+                value           numeric,
+                answered_at     timestamptz NOT NULL,
+                body            json,
+                CONSTRAINT ftso_rounds_key PRIMARY KEY (voting_round_id, category, name)
+            )
+            """,
         ),
     ),
 )
@@ -131,6 +189,8 @@ class PostgresStore:
         self._ready = False
         self.rows_written = 0
         self.batches_written = 0
+        self.snapshots_written = 0
+        self.ftso_answers_written = 0
         self.last_write_at: datetime | None = None
 
     async def open(self) -> None:
@@ -167,8 +227,25 @@ class PostgresStore:
     async def latest(self, symbols: Sequence[str], *, source: str | None = None) -> list[PriceFeed]:
         return await self._feeds(LATEST, {"symbols": list(symbols), "source": source})
 
-    async def latest_by_source(self, symbols: Sequence[str], *, since: datetime) -> list[PriceFeed]:
-        return await self._feeds(LATEST_BY_SOURCE, {"symbols": list(symbols), "since": since})
+    async def write_snapshots(self, snapshots: Sequence[Snapshot]) -> int:
+        rows = [snapshot_row(s) for s in snapshots]  # a bad body fails here, before any write
+        await self.open()
+        added = await self._writer.run(lambda conn: _execute_many(conn, INSERT_SNAPSHOT, rows))
+        self.snapshots_written += added
+        return added
+
+    async def record_ftso_round(self, answers: Sequence[FtsoAnswer]) -> int:
+        rows = [answer_row(a) for a in answers]
+        await self.open()
+        written = await self._writer.run(lambda conn: _execute_many(conn, UPSERT_ANSWER, rows))
+        self.ftso_answers_written += written
+        return written
+
+    async def latest_by_source(
+        self, symbols: Sequence[str], *, since: datetime, until: datetime | None = None
+    ) -> list[PriceFeed]:
+        args = {"symbols": list(symbols), "since": since, "until": until}
+        return await self._feeds(LATEST_BY_SOURCE, args)
 
     async def feeds_between(
         self,
@@ -182,6 +259,27 @@ class PostgresStore:
         args = {"symbol": symbol, "start": start, "end": end, "source": source, "limit": limit}
         return await self._feeds(BETWEEN, args)
 
+    async def feeds_page(
+        self,
+        symbol: str,
+        start: datetime,
+        end: datetime,
+        *,
+        source: str | None = None,
+        limit: int,
+        after: RowKey | None = None,
+    ) -> FeedPage:
+        key = after or RowKey(start, FIRST_ID)
+        args = {"symbol": symbol, "from": max(start, key.timestamp), "end": end,
+                "source": source, "after_at": key.timestamp, "after_id": key.id,
+                "limit": check_limit(limit) + 1}  # fmt: skip
+
+        def run(conn: Connection) -> FeedPage:
+            rows = conn.execute(PAGE, args)
+            return feed_page([(RowKey(r[0], r[1]), _feed(r[2:])) for r in rows], limit)
+
+        return await self._read(run)
+
     async def candles(
         self,
         symbol: str,
@@ -190,10 +288,13 @@ class PostgresStore:
         interval: str,
         *,
         source: str | None = None,
+        limit: int | None = None,
     ) -> list[Candle]:
         width = timedelta(seconds=INTERVALS[interval])
+        if limit is not None:
+            check_limit(limit)
         args: dict[str, Any] = {"symbol": symbol, "start": start, "end": end, "source": source}
-        args["width"] = width
+        args |= {"width": width, "limit": limit}
         query: str | Composed
         if interval in self.timescale.aggregates:
             query = from_aggregate(aggregate_view(interval))
@@ -204,6 +305,24 @@ class PostgresStore:
             return [_candle(row) for row in conn.execute(query, args)]
 
         return await self._read(run)
+
+    async def snapshots_at(self, symbols: Sequence[str], at: datetime) -> list[Snapshot]:
+        args = {"symbols": list(symbols), "at": at}
+        return await self._read(
+            lambda conn: [_snapshot(r) for r in conn.execute(SNAPSHOTS_AT, args)]
+        )
+
+    async def snapshots_between(
+        self, symbol: str, start: datetime, end: datetime, *, limit: int
+    ) -> list[Snapshot]:
+        args = {"symbol": symbol, "start": start, "end": end, "limit": check_limit(limit)}
+        return await self._read(
+            lambda conn: [_snapshot(r) for r in conn.execute(SNAPSHOTS_BETWEEN, args)]
+        )
+
+    async def ftso_round(self, voting_round_id: int) -> list[FtsoAnswer]:
+        args = {"round": voting_round_id}
+        return await self._read(lambda conn: [_answer(r) for r in conn.execute(FTSO_ROUND, args)])
 
     async def aclose(self) -> None:
         await self._writer.aclose()
@@ -217,6 +336,8 @@ class PostgresStore:
             "timescaledb": self.timescale.detail,
             "rows_written": self.rows_written,
             "batches_written": self.batches_written,
+            "snapshots_written": self.snapshots_written,
+            "ftso_answers_written": self.ftso_answers_written,
             "last_write_at": self.last_write_at.isoformat() if self.last_write_at else None,
             "connects": self._writer.connects + self._readers.connects,
             "broken_connections": self._writer.broken + self._readers.broken,
@@ -253,6 +374,44 @@ def _copy_in(conn: Connection, feeds: Sequence[PriceFeed]) -> int:
                 copy.write_row(copy_row(feed))
         cur.execute(MOVE_INCOMING)
         return cur.rowcount
+
+
+def _execute_many(conn: Connection, statement: str, rows: list[tuple[Any, ...]]) -> int:
+    """``statement`` for each row in one transaction; the rows it inserted or updated."""
+    if not rows:
+        return 0
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(statement, rows)
+        return cur.rowcount
+
+
+def snapshot_row(s: Snapshot) -> tuple[Any, ...]:
+    """A snapshot as the parameters of ``INSERT_SNAPSHOT``; ``ValueError`` if the body is not
+    JSON."""
+    return (s.symbol, s.timestamp, s.price, s.status, s.method, s.num_sources, s.inputs_digest,
+            json_text(s.body))  # fmt: skip
+
+
+def _snapshot(row: tuple[Any, ...]) -> Snapshot:
+    symbol, ts, price, status, method, num_sources, digest, body = row
+    return Snapshot(
+        symbol=symbol, timestamp=ts, price=price, status=status, method=method,
+        num_sources=num_sources, inputs_digest=digest, body=body.encode(),
+    )  # fmt: skip
+
+
+def answer_row(a: FtsoAnswer) -> tuple[Any, ...]:
+    """An answer as the parameters of ``UPSERT_ANSWER``."""
+    return (a.voting_round_id, a.category, a.name, a.value, a.answered_at,
+            optional_json_text(a.body))  # fmt: skip
+
+
+def _answer(row: tuple[Any, ...]) -> FtsoAnswer:
+    round_id, category, name, value, answered_at, body = row
+    return FtsoAnswer(
+        voting_round_id=round_id, category=category, name=name, value=value,
+        answered_at=answered_at, body=optional_json_bytes(body),
+    )  # fmt: skip
 
 
 def _one(conn: Connection, query: str) -> tuple[Any, ...]:

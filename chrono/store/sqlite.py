@@ -9,7 +9,7 @@ The schema comes from ``MIGRATIONS`` (``chrono.store.migrations``), applied when
 connection opens. Prices and sizes are stored as TEXT, exactly as received; times as
 fixed-width ISO 8601 UTC text (``2024-12-07T18:00:00.542551Z``), which sorts in time order.
 OHLCV is computed in Python with ``Decimal`` (``chrono.store.candles``): SQLite would compare
-the text prices as text.
+the text prices as text. Snapshot and FTSO bodies are TEXT holding the caller's JSON as given.
 """
 
 from __future__ import annotations
@@ -26,9 +26,25 @@ import trio
 
 from chrono.errors import StoreError
 from chrono.model import PriceFeed, decimal_text, utc_now
-from chrono.store.base import INTERVALS, MAX_RANGE_FEEDS, Candle
+from chrono.store.base import (
+    FIRST_ID,
+    INTERVALS,
+    MAX_RANGE_FEEDS,
+    Candle,
+    FeedPage,
+    RowKey,
+    check_limit,
+    feed_page,
+)
 from chrono.store.candles import candles_of
 from chrono.store.migrations import CURRENT_VERSION, VERSION_TABLE, Migration, apply_pending
+from chrono.store.snapshots import (
+    FtsoAnswer,
+    Snapshot,
+    json_text,
+    optional_json_bytes,
+    optional_json_text,
+)
 
 T = TypeVar("T")
 
@@ -62,6 +78,36 @@ MIGRATIONS = (
             " ON price_feeds (symbol, timestamp DESC)",
         ),
     ),
+    Migration(
+        2,
+        "aggregated_prices (consensus snapshots) and ftso_rounds (answers to FTSO providers)",
+        (
+            """
+            CREATE TABLE aggregated_prices (
+                symbol        TEXT NOT NULL,
+                timestamp     TEXT NOT NULL,
+                price         TEXT,
+                status        TEXT NOT NULL,
+                method        TEXT NOT NULL,
+                num_sources   INTEGER NOT NULL,
+                inputs_digest TEXT NOT NULL,
+                body          TEXT NOT NULL,
+                PRIMARY KEY (symbol, timestamp)
+            )
+            """,
+            """
+            CREATE TABLE ftso_rounds (
+                voting_round_id INTEGER NOT NULL,
+                category        INTEGER NOT NULL,
+                name            TEXT NOT NULL,
+                value           TEXT,
+                answered_at     TEXT NOT NULL,
+                body            TEXT,
+                PRIMARY KEY (voting_round_id, category, name)
+            )
+            """,
+        ),
+    ),
 )
 
 VERSION_DDL = f"""
@@ -86,20 +132,53 @@ LATEST = f"""
 SELECT {COLUMNS} FROM price_feeds
 WHERE symbol = ? AND (? IS NULL OR source = ?) ORDER BY timestamp DESC LIMIT 1
 """
-# SQLite fills bare columns from the row holding the max(): the newest feed of each source.
+# The newest feed of each source in [since, until]; of feeds at one time, the last inserted.
 LATEST_BY_SOURCE = f"""
-SELECT {COLUMNS}, MAX(timestamp) FROM price_feeds
-WHERE symbol = ? AND timestamp >= ? GROUP BY source ORDER BY source
+SELECT {COLUMNS} FROM (
+    SELECT {COLUMNS},
+           row_number() OVER (PARTITION BY source ORDER BY timestamp DESC, id DESC) AS n
+    FROM price_feeds WHERE symbol = ? AND timestamp >= ? AND (? IS NULL OR timestamp <= ?)
+)
+WHERE n = 1 ORDER BY source
 """
 BETWEEN = f"""
 SELECT {COLUMNS} FROM price_feeds
 WHERE symbol = ? AND timestamp >= ? AND timestamp < ? AND (? IS NULL OR source = ?)
 ORDER BY timestamp, id LIMIT ?
 """
+# Keyset: rows after (timestamp, id); the first page starts after (start, FIRST_ID). The lower
+# time bound is the later of start and the key's time, so the index seeks to the key.
+PAGE = f"""
+SELECT timestamp, id, {COLUMNS} FROM price_feeds
+WHERE symbol = ? AND timestamp >= ? AND timestamp < ? AND (? IS NULL OR source = ?)
+  AND (timestamp, id) > (?, ?)
+ORDER BY timestamp, id LIMIT ?
+"""
 CANDLE_ROWS = """
 SELECT timestamp, price, volume FROM price_feeds
 WHERE symbol = ? AND timestamp >= ? AND timestamp < ? AND (? IS NULL OR source = ?)
 ORDER BY timestamp, id
+"""
+
+SNAPSHOT_COLUMNS = "symbol, timestamp, price, status, method, num_sources, inputs_digest, body"
+INSERT_SNAPSHOT = f"""
+INSERT INTO aggregated_prices ({SNAPSHOT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (symbol, timestamp) DO NOTHING
+"""
+SNAPSHOT_AT = f"SELECT {SNAPSHOT_COLUMNS} FROM aggregated_prices WHERE symbol = ? AND timestamp = ?"
+SNAPSHOTS_BETWEEN = f"""
+SELECT {SNAPSHOT_COLUMNS} FROM aggregated_prices
+WHERE symbol = ? AND timestamp >= ? AND timestamp < ? ORDER BY timestamp LIMIT ?
+"""
+ANSWER_COLUMNS = "voting_round_id, category, name, value, answered_at, body"
+UPSERT_ANSWER = f"""
+INSERT INTO ftso_rounds ({ANSWER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (voting_round_id, category, name) DO UPDATE
+SET value = excluded.value, answered_at = excluded.answered_at, body = excluded.body
+"""
+# SQLite's default collation compares bytes: code point order, as PostgreSQL's "C".
+FTSO_ROUND = f"""
+SELECT {ANSWER_COLUMNS} FROM ftso_rounds WHERE voting_round_id = ? ORDER BY category, name
 """
 
 _meta_encoder = msgspec.json.Encoder()
@@ -158,6 +237,35 @@ def _feed(row: tuple[Any, ...]) -> PriceFeed:
     )
 
 
+def snapshot_row(s: Snapshot) -> tuple[Any, ...]:
+    """A snapshot as the parameters of ``INSERT_SNAPSHOT``; ``ValueError`` if the body is not
+    JSON."""
+    return (s.symbol, format_time(s.timestamp), _text(s.price), s.status, s.method,
+            s.num_sources, s.inputs_digest, json_text(s.body))  # fmt: skip
+
+
+def _snapshot(row: tuple[Any, ...]) -> Snapshot:
+    symbol, ts, price, status, method, num_sources, digest, body = row
+    return Snapshot(
+        symbol=symbol, timestamp=parse_time(ts), price=_decimal(price), status=status,
+        method=method, num_sources=num_sources, inputs_digest=digest, body=body.encode(),
+    )  # fmt: skip
+
+
+def answer_row(a: FtsoAnswer) -> tuple[Any, ...]:
+    """An answer as the parameters of ``UPSERT_ANSWER``."""
+    return (a.voting_round_id, a.category, a.name, _text(a.value), format_time(a.answered_at),
+            optional_json_text(a.body))  # fmt: skip
+
+
+def _answer(row: tuple[Any, ...]) -> FtsoAnswer:
+    round_id, category, name, value, answered_at, body = row
+    return FtsoAnswer(
+        voting_round_id=round_id, category=category, name=name, value=_decimal(value),
+        answered_at=parse_time(answered_at), body=optional_json_bytes(body),
+    )  # fmt: skip
+
+
 class SQLiteStore:
     kind = "sqlite"
 
@@ -171,6 +279,8 @@ class SQLiteStore:
         self._opening = trio.Lock()
         self.rows_written = 0
         self.batches_written = 0
+        self.snapshots_written = 0
+        self.ftso_answers_written = 0
         self.last_write_at: datetime | None = None
 
     async def open(self) -> None:
@@ -216,27 +326,36 @@ class SQLiteStore:
         return version
 
     async def write(self, feeds: Sequence[PriceFeed]) -> int:
-        if self._writer is None:
-            await self.open()  # the store was not there at start: it is now, or this raises
-        conn = self._require(self._writer)
-        added = await self._in_thread(self._write_lock, lambda: self._insert(conn, feeds))
+        def rows() -> list[tuple[Any, ...]]:
+            ingested_at = format_time(utc_now())
+            return [to_row(feed, ingested_at) for feed in feeds]
+
+        added = await self._write_many(INSERT, rows)
         self.rows_written += added
         self.batches_written += 1
         self.last_write_at = utc_now()
         return added
 
-    @staticmethod
-    def _insert(conn: sqlite3.Connection, feeds: Sequence[PriceFeed]) -> int:
-        ingested_at = format_time(utc_now())
-        before = conn.total_changes
-        conn.execute("BEGIN")
-        try:
-            conn.executemany(INSERT, [to_row(feed, ingested_at) for feed in feeds])
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return conn.total_changes - before
+    async def write_snapshots(self, snapshots: Sequence[Snapshot]) -> int:
+        rows = [snapshot_row(s) for s in snapshots]  # a bad body fails here, before any write
+        added = await self._write_many(INSERT_SNAPSHOT, lambda: rows)
+        self.snapshots_written += added
+        return added
+
+    async def record_ftso_round(self, answers: Sequence[FtsoAnswer]) -> int:
+        rows = [answer_row(a) for a in answers]
+        written = await self._write_many(UPSERT_ANSWER, lambda: rows)
+        self.ftso_answers_written += written
+        return written
+
+    async def _write_many(self, statement: str, rows: Callable[[], list[tuple[Any, ...]]]) -> int:
+        """``statement`` for each of ``rows()`` in one transaction; the rows changed."""
+        if self._writer is None:
+            await self.open()  # the store was not there at start: it is now, or this raises
+        conn = self._require(self._writer)
+        return await self._in_thread(
+            self._write_lock, lambda: _execute_many(conn, statement, rows())
+        )
 
     async def latest(self, symbols: Sequence[str], *, source: str | None = None) -> list[PriceFeed]:
         def query(conn: sqlite3.Connection) -> list[PriceFeed]:
@@ -245,13 +364,16 @@ class SQLiteStore:
 
         return await self._read(query)
 
-    async def latest_by_source(self, symbols: Sequence[str], *, since: datetime) -> list[PriceFeed]:
+    async def latest_by_source(
+        self, symbols: Sequence[str], *, since: datetime, until: datetime | None = None
+    ) -> list[PriceFeed]:
+        bounds = (format_time(since), *(2 * [None if until is None else format_time(until)]))
+
         def query(conn: sqlite3.Connection) -> list[PriceFeed]:
-            after = format_time(since)
             return [
-                _feed(row[:-1])
+                _feed(row)
                 for symbol in symbols
-                for row in conn.execute(LATEST_BY_SOURCE, (symbol, after))
+                for row in conn.execute(LATEST_BY_SOURCE, (symbol, *bounds))
             ]
 
         return await self._read(query)
@@ -268,6 +390,26 @@ class SQLiteStore:
         args = (symbol, format_time(start), format_time(end), source, source, limit)
         return await self._read(lambda conn: [_feed(r) for r in conn.execute(BETWEEN, args)])
 
+    async def feeds_page(
+        self,
+        symbol: str,
+        start: datetime,
+        end: datetime,
+        *,
+        source: str | None = None,
+        limit: int,
+        after: RowKey | None = None,
+    ) -> FeedPage:
+        key = after or RowKey(start, FIRST_ID)
+        args = (symbol, format_time(max(start, key.timestamp)), format_time(end), source, source,
+                format_time(key.timestamp), key.id, check_limit(limit) + 1)  # fmt: skip
+
+        def query(conn: sqlite3.Connection) -> FeedPage:
+            rows = conn.execute(PAGE, args)
+            return feed_page([(RowKey(parse_time(r[0]), r[1]), _feed(r[2:])) for r in rows], limit)
+
+        return await self._read(query)
+
     async def candles(
         self,
         symbol: str,
@@ -276,16 +418,44 @@ class SQLiteStore:
         interval: str,
         *,
         source: str | None = None,
+        limit: int | None = None,
     ) -> list[Candle]:
         width_s = INTERVALS[interval]
+        if limit is not None:
+            check_limit(limit)
         args = (symbol, format_time(start), format_time(end), source, source)
 
         def query(conn: sqlite3.Connection) -> list[Candle]:
             rows = conn.execute(CANDLE_ROWS, args)
-            return candles_of(((parse_time(t), Decimal(p), _decimal(v)) for t, p, v in rows),
-                              width_s)  # fmt: skip
+            try:
+                return candles_of(((parse_time(t), Decimal(p), _decimal(v)) for t, p, v in rows),
+                                  width_s, limit=limit)  # fmt: skip
+            finally:
+                rows.close()  # a limit may leave rows unread: end the statement's read now
 
         return await self._read(query)
+
+    async def snapshots_at(self, symbols: Sequence[str], at: datetime) -> list[Snapshot]:
+        when = format_time(at)
+
+        def query(conn: sqlite3.Connection) -> list[Snapshot]:
+            rows = [conn.execute(SNAPSHOT_AT, (s, when)).fetchone() for s in symbols]
+            return [_snapshot(row) for row in rows if row is not None]
+
+        return await self._read(query)
+
+    async def snapshots_between(
+        self, symbol: str, start: datetime, end: datetime, *, limit: int
+    ) -> list[Snapshot]:
+        args = (symbol, format_time(start), format_time(end), check_limit(limit))
+        return await self._read(
+            lambda conn: [_snapshot(r) for r in conn.execute(SNAPSHOTS_BETWEEN, args)]
+        )
+
+    async def ftso_round(self, voting_round_id: int) -> list[FtsoAnswer]:
+        return await self._read(
+            lambda conn: [_answer(r) for r in conn.execute(FTSO_ROUND, (voting_round_id,))]
+        )
 
     async def aclose(self) -> None:
         for conn, lock in ((self._writer, self._write_lock), (self._reader, self._read_lock)):
@@ -299,6 +469,8 @@ class SQLiteStore:
             "path": str(self.path),
             "rows_written": self.rows_written,
             "batches_written": self.batches_written,
+            "snapshots_written": self.snapshots_written,
+            "ftso_answers_written": self.ftso_answers_written,
             "last_write_at": self.last_write_at.isoformat() if self.last_write_at else None,
         }
 
@@ -321,3 +493,16 @@ class SQLiteStore:
             return await trio.to_thread.run_sync(fn, limiter=lock)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"sqlite: {exc}") from exc
+
+
+def _execute_many(conn: sqlite3.Connection, statement: str, rows: list[tuple[Any, ...]]) -> int:
+    """``statement`` for each row in one transaction; the rows it changed."""
+    before = conn.total_changes
+    conn.execute("BEGIN")
+    try:
+        conn.executemany(statement, rows)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return conn.total_changes - before

@@ -415,6 +415,11 @@ class Simulator:
 
     # --- generation -----------------------------------------------------------------------
 
+    def reprice(self, factor: float) -> None:
+        """Every market's price moves to ``factor`` times what it is, from the next trade on."""
+        for market in self.markets.values():
+            market.rescale(factor)
+
     def set_rate(self, frames_per_s: float) -> None:
         """Trades per second across all markets (one round trades each market once)."""
         self.tick_interval_s = len(self.markets) / frames_per_s

@@ -86,6 +86,11 @@ class Market:
         self._time_us = 0
         self.last: Trade | None = None
 
+    def rescale(self, factor: float) -> None:
+        """Move the price to ``factor`` times what it is (a source that lies, for tests)."""
+        self._cents = max(1, round(self._cents * factor))
+        self._step = max(1, self._cents // 20_000)
+
     def trade(self) -> Trade:
         """A new trade: the price walks one step; ``trade_id`` and time strictly increase."""
         r, step = self._random, self._step

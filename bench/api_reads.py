@@ -1,0 +1,415 @@
+"""Read routes under load: 100 HTTP clients -> ``chrono run`` (SQLite), against ``GET /health``.
+
+One ``chrono run`` (no collectors, snapshots off, ``[batch] max_interval_ms = 100``) is fed
+through ``POST /internal/ingest``: 20 symbols x 5 sources, one feed each every 10 s over the
+last 10 minutes, the newest a second old, so that memory holds fresh prices of every source
+and the store holds the history. Then ``--clients`` clients (httpx, one keep-alive connection
+each, all in this process: the load generator is not the server's process) hammer each route
+for ``--duration-s``:
+
+1. floor: ``GET /health`` (no key): what this server answers for a request that does nothing;
+2. ``GET /prices/latest?symbols=<5>``: the median of 5 fresh sources per symbol, from memory;
+3. ``GET /aggregates/consensus?symbols=<5>``: the live consensus (outliers, stats, digest);
+4. ``GET /aggregates/consensus?symbols=<1>&timestamp=<5 min ago>``: recomputed from the store.
+
+Per route: requests/s, p50/p99/max latency, the ratio of its requests/s to the floor's, the
+server's and the client's CPU time per request, and errors: any answer but 200 is one, and a
+run with any fails. Every answer's shape is checked once before the clock.
+
+Usage: ``python bench/api_reads.py [--clients C] [--duration-s S] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlencode
+
+import httpx
+import msgspec
+import trio
+from _common import ADMIN_KEY, BenchError, ReadOnlyDb, open_bench_chrono, percentile
+
+from chrono.model import time_text, utc_now
+
+INTERNAL_KEY: Final = "bench_internal_key_0001"
+PUBLIC_KEY: Final = "bench_public_key_0001"
+SYMBOLS: Final = (
+    "BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD", "ADA/USD", "DOGE/USD", "AVAX/USD", "DOT/USD",
+    "LINK/USD", "LTC/USD", "BCH/USD", "UNI/USD", "ATOM/USD", "XLM/USD", "ETC/USD", "FIL/USD",
+    "AAVE/USD", "ALGO/USD", "NEAR/USD", "APT/USD",
+)  # fmt: skip
+BASES: Final = (
+    "67234.56", "3512.12", "187.43", "0.6123", "0.4521", "0.1634", "35.12", "7.215", "14.87",
+    "84.31", "452.7", "9.874", "8.912", "0.1187", "26.43", "5.412", "152.3", "0.1923", "5.87",
+    "9.12",
+)  # fmt: skip
+SOURCES: Final = ("coinbase", "kraken", "bitstamp", "gemini", "okx")
+HISTORY_STEPS: Final = 60  # one feed per symbol and source every 10 s, over 10 minutes
+HISTORY_STEP: Final = timedelta(seconds=10)
+NEWEST_AGE: Final = timedelta(seconds=1)  # the newest feeds: a second old, so fresh
+AS_OF_AGE: Final = timedelta(minutes=5)  # the past time of the recomputed consensus
+FEEDS_PER_POST: Final = 100
+GROUP: Final = 5  # symbols per multi-symbol request
+SETUP_TIMEOUT_S: Final = 60.0
+REQUEST_TIMEOUT_S: Final = 30.0
+
+CONFIG: Final = """\
+[server]
+host = "127.0.0.1"
+port = 0
+
+[storage]
+url = "sqlite:///chrono.db"
+
+[batch]
+max_interval_ms = 100
+
+[consensus]
+snapshot_interval_s = 0  # no snapshots: "as of" answers are recomputed from the feeds
+
+[log]
+level = "info"
+
+[auth]
+public_keys = ["{public_key}"]
+internal_keys = ["{internal_key}"]
+admin_keys = ["{admin_key}"]
+"""
+
+
+# --- the data: through POST /internal/ingest ------------------------------------------------
+
+
+def ingest_bodies(now: datetime) -> list[bytes]:
+    """Every feed, oldest first, in bodies of 100: each source a few bps off the others (so no
+    outlier), the price drifting a little per step (so the newest feed is not the oldest's)."""
+    encoder = msgspec.json.Encoder()
+    newest = now - NEWEST_AGE
+    feeds = []
+    for step in range(HISTORY_STEPS):
+        at = newest - (HISTORY_STEPS - 1 - step) * HISTORY_STEP
+        for symbol, base in zip(SYMBOLS, BASES, strict=True):
+            places = len(base.split(".")[1])
+            for s, source in enumerate(SOURCES):
+                factor = 1 + Decimal(s - 2).scaleb(-4) + Decimal(step % 7 - 3).scaleb(-5)
+                price = (Decimal(base) * factor).quantize(Decimal(1).scaleb(-places - 1))
+                feeds.append(
+                    {
+                        "symbol": symbol,
+                        "price": str(price),
+                        "volume": str(1000 + 10 * s + step),
+                        "source": source,
+                        "timestamp": time_text(at + timedelta(microseconds=s)),
+                    }
+                )
+    return [
+        encoder.encode(
+            {
+                "worker_id": "bench-edge",
+                "timestamp": time_text(now),
+                "feeds": feeds[i : i + FEEDS_PER_POST],
+            }
+        )
+        for i in range(0, len(feeds), FEEDS_PER_POST)
+    ]
+
+
+async def feed_chrono(url: str, db: ReadOnlyDb, bodies: list[bytes], expected: int) -> None:
+    headers = {"Authorization": f"Bearer {INTERNAL_KEY}", "Content-Type": "application/json"}
+    with trio.fail_after(SETUP_TIMEOUT_S):
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+            for body in bodies:
+                response = await http.post("/internal/ingest", content=body)
+                if response.status_code == 404:
+                    raise BenchError("POST /internal/ingest is 404: the route is not there")
+                failed = response.status_code != 200 or response.json()["failed"]
+                if failed:
+                    raise BenchError(f"ingest answered {response.status_code}: {response.text}")
+    await db.wait_count(expected, SETUP_TIMEOUT_S)
+
+
+# --- the routes and the checks of their answers -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    label: str
+    targets: tuple[str, ...]  # request targets, used in turn by each client
+    keyed: bool = True
+
+
+def routes(as_of: datetime) -> list[Route]:
+    groups = [",".join(SYMBOLS[i : i + GROUP]) for i in range(0, len(SYMBOLS), GROUP)]
+    at = time_text(as_of)
+
+    def targets(path: str, params: list[dict[str, str]]) -> tuple[str, ...]:
+        return tuple(f"{path}?{urlencode(p)}" for p in params)
+
+    return [
+        Route("health", "floor: GET /health", ("/health",), keyed=False),
+        Route("latest", "GET /prices/latest (5 symbols)",
+              targets("/prices/latest", [{"symbols": g} for g in groups])),
+        Route("consensus", "GET /aggregates/consensus (5 symbols)",
+              targets("/aggregates/consensus", [{"symbols": g} for g in groups])),
+        Route("consensus_at", "GET /aggregates/consensus (1, as of -5 min)",
+              targets("/aggregates/consensus", [{"symbols": s, "timestamp": at}
+                                                for s in SYMBOLS])),
+    ]  # fmt: skip
+
+
+def check_answers(route: Route, bodies: list[Any], as_of: datetime) -> None:
+    """Every symbol answered with all 5 sources: the routes did their real work."""
+    if route.name == "health":
+        return
+    for body in bodies:
+        for item in body["data"]:
+            problem = None
+            if route.name == "latest":
+                if item["num_sources"] != len(SOURCES) or item["stale"]:
+                    problem = "not all 5 sources fresh"
+                elif not body["cached"]:
+                    problem = "not answered from memory"
+            elif item["status"] != "ok" or item["num_sources"] != len(SOURCES):
+                problem = f"status {item['status']} with {item['num_sources']} sources"
+            elif item["snapshot"]:
+                problem = "answered from a snapshot"
+            elif route.name == "consensus_at" and item["timestamp"] != time_text(as_of):
+                problem = f"as of {item['timestamp']}"
+            if problem:
+                raise BenchError(f"{route.label}: {item['symbol']}: {problem}")
+        if route.name == "latest" and body["missing"]:
+            raise BenchError(f"{route.label}: missing {body['missing']}")
+
+
+# --- the load ------------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)  # exceptions, by type
+    first_error: str = ""
+
+    def note_error(self, what: str) -> None:
+        if not self.first_error:
+            self.first_error = what
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def hammer(
+    url: str, route: Route, clients: int, duration_s: float, pid: int
+) -> dict[str, Any]:
+    """``clients`` closed loops on ``route`` for ``duration_s``, every connection made first."""
+    load = Load()
+    ready = trio.Event()
+    deadline = 0.0
+    headers = {"Authorization": f"Bearer {PUBLIC_KEY}"} if route.keyed else {}
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+
+    async def client(c: int, connected: trio.MemorySendChannel[None]) -> None:
+        async with httpx.AsyncClient(
+            base_url=url, headers=headers, timeout=REQUEST_TIMEOUT_S, limits=limits
+        ) as http:
+            await http.get("/health")  # connect outside the clock
+            async with connected:
+                pass
+            await ready.wait()
+            n = c  # each client starts at its own target, so all of them are asked alike
+            while time.perf_counter() < deadline:
+                target = route.targets[n % len(route.targets)]
+                n += 1
+                sent = time.perf_counter()
+                try:
+                    response = await http.get(target)
+                except httpx.HTTPError as exc:
+                    load.failures[type(exc).__name__] += 1
+                    load.note_error(f"{target}: {exc!r}")
+                    continue
+                load.latencies.append(time.perf_counter() - sent)
+                load.statuses[response.status_code] += 1
+                if response.status_code != 200:
+                    load.note_error(f"{target}: {response.status_code} {response.text[:300]}")
+
+    with trio.fail_after(duration_s + SETUP_TIMEOUT_S + REQUEST_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            connected, all_connected = trio.open_memory_channel[None](0)
+            async with connected:
+                for c in range(clients):
+                    nursery.start_soon(client, c, connected.clone())
+            async for _ in all_connected:
+                pass  # ends once every client closed its clone: all are connected
+            server_cpu, client_cpu = process_cpu_s(pid), time.process_time()
+            started = time.perf_counter()
+            deadline = started + duration_s
+            ready.set()
+        elapsed = time.perf_counter() - started
+        server_cpu, client_cpu = process_cpu_s(pid) - server_cpu, time.process_time() - client_cpu
+    done = len(load.latencies)
+    if not done:
+        raise BenchError(f"{route.label}: no request answered ({load.first_error})")
+    ordered = sorted(load.latencies)
+    errors = sum(n for status, n in load.statuses.items() if status != 200)
+    errors += sum(load.failures.values())
+    return {
+        "label": route.label,
+        "requests": done,
+        "elapsed_s": elapsed,
+        "requests_per_s": done / elapsed,
+        "p50_ms": 1000 * percentile(ordered, 50),
+        "p99_ms": 1000 * percentile(ordered, 99),
+        "max_ms": 1000 * ordered[-1],
+        "server_cpu_us_per_request": 1e6 * server_cpu / done,
+        "client_cpu_us_per_request": 1e6 * client_cpu / done,
+        "server_cpu_share": server_cpu / elapsed,  # of one core
+        "statuses": {str(k): v for k, v in sorted(load.statuses.items())},
+        "exceptions": dict(load.failures),
+        "errors": errors,
+        "first_error": load.first_error,
+    }
+
+
+async def probe(url: str, route: Route) -> list[Any]:
+    """Every target of ``route`` once: 200 and its body."""
+    headers = {"Authorization": f"Bearer {PUBLIC_KEY}"} if route.keyed else {}
+    bodies = []
+    with trio.fail_after(SETUP_TIMEOUT_S):
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+            for target in route.targets:
+                response = await http.get(target)
+                if response.status_code != 200:
+                    raise BenchError(f"{target}: {response.status_code} {response.text[:300]}")
+                bodies.append(response.json())
+    return bodies
+
+
+async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    def log(message: str) -> None:
+        if not args.json:
+            print(message, file=sys.stderr)
+
+    with tempfile.TemporaryDirectory(prefix="chrono-bench-") as tmp:
+        config = Path(tmp) / "config.toml"
+        config.write_text(
+            CONFIG.format(public_key=PUBLIC_KEY, internal_key=INTERNAL_KEY, admin_key=ADMIN_KEY)
+        )
+        async with open_bench_chrono(config) as chrono:
+            now = utc_now()
+            bodies = ingest_bodies(now)
+            expected = HISTORY_STEPS * len(SYMBOLS) * len(SOURCES)
+            log(f"ingest: {expected} feeds in {len(bodies)} POSTs ...")
+            db = ReadOnlyDb(Path(tmp) / "chrono.db")
+            try:
+                await feed_chrono(chrono.url, db, bodies, expected)
+            finally:
+                db.close()
+            as_of = now - AS_OF_AGE
+            results = {}
+            for route in routes(as_of):
+                check_answers(route, await probe(chrono.url, route), as_of)
+                log(f"{route.label}: {args.clients} clients for {args.duration_s:g} s ...")
+                results[route.name] = await hammer(
+                    chrono.url, route, args.clients, args.duration_s, chrono.process.pid
+                )
+                await trio.sleep(0.5)  # let the last connections close before the next route
+            code = await chrono.stop()
+            if code != 0:
+                raise BenchError(f"chrono exited {code} after SIGTERM:\n{chrono.tail()}")
+    floor = results["health"]["requests_per_s"]
+    for r in results.values():
+        r["ratio_to_floor"] = r["requests_per_s"] / floor
+    return {
+        "cores": os.cpu_count(),
+        "clients": args.clients,
+        "duration_s": args.duration_s,
+        "feeds": expected,
+        "symbols": len(SYMBOLS),
+        "sources": len(SOURCES),
+        "routes": results,
+        "exit_code": code,
+        "load_average": os.getloadavg(),
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [
+        f"chrono API reads ({result['clients']} HTTP clients, {result['duration_s']:g} s per route"
+        f" -> chrono run -> SQLite; {result['symbols']} symbols x {result['sources']} sources),"
+        f" machine: {result['cores']} cores",
+        f"{'route':<42}{'req/s':>7}{'ratio':>7}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}"
+        f"{'srv us/req':>11}{'cli us/req':>11}{'errors':>7}",
+    ]
+    for r in result["routes"].values():
+        lines.append(
+            f"{r['label']:<42}{r['requests_per_s']:>7,.0f}{r['ratio_to_floor']:>7.2f}"
+            f"{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['max_ms']:>8.1f}"
+            f"{r['server_cpu_us_per_request']:>11,.0f}{r['client_cpu_us_per_request']:>11,.0f}"
+            f"{r['errors']:>7}"
+        )
+    load = ", ".join(f"{v:.2f}" for v in result["load_average"])
+    lines.append(
+        "ratio = req/s / floor req/s; srv/cli us/req = CPU time of chrono / of this load"
+        f" generator per request; SIGTERM exit {result['exit_code']}; load average {load}"
+    )
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=100, help="concurrent HTTP clients")
+    parser.add_argument("--duration-s", type=float, default=8.0, help="load per route")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    return [
+        leaf
+        for exc in group.exceptions
+        for leaf in (_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.clients < 1 or args.duration_s <= 0:
+        raise SystemExit("--clients and --duration-s must be positive")
+    failures: list[BaseException] = []
+    try:
+        result = trio.run(run_bench, args)
+    except* (BenchError, trio.TooSlowError) as group:  # a return is not allowed in except*
+        failures = _leaves(group)
+    if failures:
+        for exc in failures:
+            print(f"bench failed: {exc!r}" if isinstance(exc, trio.TooSlowError)
+                  else f"bench failed: {exc}", file=sys.stderr)  # fmt: skip
+        return 1
+    print(json.dumps(result) if args.json else render(result))
+    errors = {name: r["first_error"] for name, r in result["routes"].items() if r["errors"]}
+    if errors:
+        for name, first in errors.items():
+            print(f"bench failed: {name}: {result['routes'][name]['errors']} errors, first:"
+                  f" {first}", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

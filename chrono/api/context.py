@@ -1,0 +1,112 @@
+"""What routes need from the running service, and the helpers every route uses.
+
+Routes import this module, never ``app.py``: the app wires routes together, the context is what
+they read. ``ApiContext`` holds no state of its own beyond the service's parts it points at.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgspec
+import trio
+from quart import Response, request
+
+from chrono.api.auth import Keys
+from chrono.api.errors import ApiError, ErrorCode
+from chrono.config import ConsensusConfig, FtsoConfig
+from chrono.consensus.sources import Aggregator
+from chrono.model import FeedKey, FeedRules, PriceFeed, is_canonical_symbol
+from chrono.pipeline.latest import LatestPrices
+from chrono.pipeline.stream import StreamHub
+from chrono.store import StoreReader, StoreWriter
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+_encoder = msgspec.json.Encoder()
+MAX_SYMBOLS = 100  # per request
+_PATH = re.compile(r" - at `\$\.?(.*)`$")
+
+
+@dataclass
+class ApiContext:
+    latest: LatestPrices
+    reader: StoreReader  # every read route
+    writer: StoreWriter  # only for what the API itself records (FTSO answers)
+    aggregator: Aggregator
+    hub: StreamHub
+    keys: Keys
+    status: Callable[[], dict[str, Any]]  # what GET /status returns
+    health: Callable[[], dict[str, Any]]  # {"status": healthy|degraded|unhealthy, "services"...}
+    # Ingest: the rules collectors' feeds pass, a new sender into the pipeline's intake (the
+    # caller closes it; ``trio.ClosedResourceError`` once the service drains), and whether the
+    # fan-out already saw a feed (so a reply can count duplicates).
+    rules: FeedRules = field(default_factory=FeedRules)
+    intake: Callable[[], trio.MemorySendChannel[list[PriceFeed]]] | None = None
+    seen: Callable[[FeedKey], bool] = lambda key: False
+    consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
+    ftso: FtsoConfig = field(default_factory=FtsoConfig)
+    stopping: trio.Event = field(default_factory=trio.Event)
+    stream_max_message_bytes: int = 65_536  # a bigger client message closes /stream with 1009
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(_encoder.encode(body), status=status, content_type="application/json")
+
+
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since ``started`` (a ``time.perf_counter()``), for ``latency_ms``."""
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def symbol_list(raw: str) -> list[str]:
+    """``BTC/USD,eth/usd`` -> ``["BTC/USD", "ETH/USD"]`` (upper-cased, deduplicated, in order),
+    or a 400 listing what is not ``BASE/QUOTE``."""
+    symbols = list(dict.fromkeys(s.strip().upper() for s in raw.split(",") if s.strip()))
+    if not symbols:
+        raise ApiError(ErrorCode.VALIDATION_ERROR, "symbols is required, e.g. BTC/USD,ETH/USD",
+                       {"parameter": "symbols"})  # fmt: skip
+    if len(symbols) > MAX_SYMBOLS:
+        raise ApiError(ErrorCode.VALIDATION_ERROR, f"at most {MAX_SYMBOLS} symbols per request",
+                       {"parameter": "symbols"})  # fmt: skip
+    bad = [s for s in symbols if not is_canonical_symbol(s)]
+    if bad:
+        raise ApiError(ErrorCode.VALIDATION_ERROR, "symbols must be BASE/QUOTE",
+                       {"parameter": "symbols", "invalid": bad})  # fmt: skip
+    return symbols
+
+
+def query(kind: type[S]) -> S:
+    """The request's query parameters as ``kind`` (a Struct; strings converted to its field
+    types), or a 400 naming the parameter. A parameter given twice, or one ``kind`` does not
+    know, is refused: a typo (``symbol=`` for ``symbols=``) must not be silently ignored."""
+    args = request.args
+    repeated = sorted(k for k in args if len(args.getlist(k)) > 1)
+    if repeated:
+        raise ApiError(ErrorCode.VALIDATION_ERROR, "a parameter is given twice",
+                       {"parameters": repeated})  # fmt: skip
+    try:
+        return msgspec.convert(args.to_dict(), kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise _parameter_error(str(exc)) from None
+
+
+def _parameter_error(text: str) -> ApiError:
+    """msgspec's ``Expected `int` >= 1 - at `$.limit``` as a 400 naming ``limit``."""
+    match = _PATH.search(text)
+    if match:
+        name, problem = match.group(1), text[: match.start()]
+        message = f"{name}: {problem}"
+    else:
+        name = text.split("`")[1] if text.count("`") >= 2 else ""
+        if text.startswith("Object contains unknown field"):
+            message = f"unknown parameter {name!r}"
+        elif text.startswith("Object missing required field"):
+            message = f"{name} is required"
+        else:
+            message = text
+    return ApiError(ErrorCode.VALIDATION_ERROR, message, {"parameter": name})
