@@ -305,6 +305,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         if not args.json:
             print(message, file=sys.stderr)
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="chrono-bench-") as tmp:
         config = Path(tmp) / "config.toml"
         config.write_text(
@@ -344,7 +345,8 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "sources": len(SOURCES),
         "routes": results,
         "exit_code": code,
-        "load_average": os.getloadavg(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
     }
 
 
@@ -363,11 +365,13 @@ def render(result: dict[str, Any]) -> str:
             f"{r['server_cpu_us_per_request']:>11,.0f}{r['client_cpu_us_per_request']:>11,.0f}"
             f"{r['errors']:>7}"
         )
-    load = ", ".join(f"{v:.2f}" for v in result["load_average"])
+    before, after = (", ".join(f"{v:.2f}" for v in result[f"load_average_{when}"])
+                     for when in ("before", "after"))  # fmt: skip
     lines.append(
         "ratio = req/s / floor req/s; srv/cli us/req = CPU time of chrono / of this load"
-        f" generator per request; SIGTERM exit {result['exit_code']}; load average {load}"
+        f" generator per request; SIGTERM exit {result['exit_code']}"
     )
+    lines.append(f"load average before the run {before}; after {after}")
     return "\n".join(lines)
 
 

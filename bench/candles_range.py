@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 from urllib.parse import urlencode
 
 import httpx
@@ -85,7 +85,7 @@ public_keys = ["{public_key}"]
 admin_keys = ["{admin_key}"]
 """
 
-Store = SQLiteStore | PostgresStore
+AnyStore: TypeAlias = SQLiteStore | PostgresStore
 
 
 def log(message: str) -> None:
@@ -125,7 +125,7 @@ def feed_batches(rows: int, end: datetime) -> Iterator[list[PriceFeed]]:
         yield batch
 
 
-async def write_rows(store: Store, rows: int, end: datetime) -> dict[str, Any]:
+async def write_rows(store: AnyStore, rows: int, end: datetime) -> dict[str, Any]:
     """Every batch through ``store.write()``; only the writes are timed."""
     written, write_s, next_report = 0, 0.0, 100_000
     wall = time.perf_counter()
@@ -158,7 +158,7 @@ class SQLiteTarget:
         self.path = path
         self.url = f"sqlite:///{path}"  # an absolute path: sqlite:////tmp/...
 
-    def store(self) -> Store:
+    def store(self) -> AnyStore:
         return SQLiteStore(str(self.path))
 
     def prepare(self) -> dict[str, Any]:
@@ -200,7 +200,7 @@ class PostgresTarget:
     def __init__(self, url: str) -> None:
         self.url = url
 
-    def store(self) -> Store:
+    def store(self) -> AnyStore:
         return PostgresStore(self.url)
 
     def prepare(self) -> dict[str, Any]:
@@ -214,7 +214,7 @@ class PostgresTarget:
         conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         try:
             conn.execute("SET statement_timeout = '60s'")
-            yield lambda sql, args: conn.execute(sql, args).fetchall()  # type: ignore[arg-type]
+            yield lambda sql, args: conn.execute(sql, args).fetchall()
         finally:
             conn.close()
 
@@ -241,7 +241,7 @@ class PostgresTarget:
             return " / ".join(str(r[0]).strip() for r in run(f"EXPLAIN {sql}", args)[:4])
 
 
-Target = SQLiteTarget | PostgresTarget
+Target: TypeAlias = SQLiteTarget | PostgresTarget
 
 
 @contextmanager
@@ -465,8 +465,7 @@ def render(result: dict[str, Any]) -> str:
     rows = result["rows"]
     lines = [
         f"candles range: {rows:,} rows of {SYMBOL} ({len(SOURCES)} sources, 7 days), a 24 h"
-        f" window -> {CANDLE_LIMIT} 1m candles; machine: {result['cores']} cores,"
-        f" load average {', '.join(f'{v:.2f}' for v in result['load_average'])}",
+        f" window -> {CANDLE_LIMIT} 1m candles; machine: {result['cores']} cores",
         f"{'store':<11}{'what':<46}{'n':>5}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
         f"{'route p50':>10}{'req/s':>7}",
     ]
@@ -515,6 +514,9 @@ def render(result: dict[str, Any]) -> str:
     lines.append(
         "route p50: the route's own latency_ms (query parsed -> body built, before encoding)"
     )
+    before, after = (", ".join(f"{v:.2f}" for v in result[f"load_average_{when}"])
+                     for when in ("before", "after"))  # fmt: skip
+    lines.append(f"load average before the run {before}; after {after}")
     return "\n".join(lines)
 
 
@@ -547,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.health_requests < args.concurrency:
         raise SystemExit("--health-requests must be at least --concurrency")
     kinds = ["sqlite", "postgresql"] if args.store == "both" else [args.store]
-    result: dict[str, Any] = {"rows": args.rows, "cores": os.cpu_count(), "stores": {}}
+    result: dict[str, Any] = {"rows": args.rows, "cores": os.cpu_count(), "stores": {},
+                              "load_average_before": os.getloadavg()}  # fmt: skip
     failures: list[BaseException] = []
     try:
         with tempfile.TemporaryDirectory(prefix="chrono-bench-") as tmp:
@@ -562,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         for exc in failures:
             print(f"bench failed: {exc}", file=sys.stderr)
         return 1
-    result["load_average"] = os.getloadavg()
+    result["load_average_after"] = os.getloadavg()
     print(json.dumps(result) if args.json else render(result))
     return 0
 

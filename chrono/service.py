@@ -25,6 +25,7 @@ import logging
 import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -159,6 +160,7 @@ class Service:
         """Run until drained; reports the HTTP port once serving and collecting."""
         try:
             await self.store.open()
+            await self._warm_latest()
         except StoreError as exc:  # collect anyway: the writer spools until the store is there
             log.error("store unavailable at start: %s; spooling until it is back", exc)
             self.writer.store_down(str(exc))
@@ -168,6 +170,14 @@ class Service:
             with trio.CancelScope(shield=True):
                 await self.store.aclose()
         log.info("drained", extra={"data": {"feeds_written": self.writer.feeds_written}})
+
+    async def _warm_latest(self) -> None:
+        """The newest stored feed of each source still fresh, into memory: after a restart the
+        consensus has every source at once, not only those that have ticked since."""
+        since = utc_now() - timedelta(milliseconds=self.config.consensus.max_age_ms)
+        symbols = self.config.symbols()
+        if symbols:
+            self.latest.update(await self.store.latest_by_source(symbols, since=since))
 
     async def _run(self, task_status: trio.TaskStatus[int]) -> None:
         app = create_app(self.api)

@@ -14,7 +14,7 @@ import trio
 
 from chrono.model import time_text, utc_now
 from chrono.store.candles import bucket_start
-from tests.dataapi import INTERNAL, PUBLIC, feed, running_api
+from tests.dataapi import ADMIN, INTERNAL, PUBLIC, feed, running_api
 from tests.waiting import wait_until
 
 HONEST = {"coinbase": "67200.10", "kraken": "67210.30", "bitstamp": "67190.20",
@@ -228,6 +228,8 @@ async def test_consensus_validation_and_keys(tmp_path: Path) -> None:
             assert (await get("/aggregates/consensus?symbols=BTC/USD")).status_code == 401
             assert (await get("/aggregates/consensus?symbols=BTC/USD",
                               headers=INTERNAL)).status_code == 403  # fmt: skip
+            admin = await get("/aggregates/consensus?symbols=BTC/USD", headers=ADMIN)
+            assert admin.status_code == 200
             codes = []
             for bad in (
                 "",
@@ -287,3 +289,16 @@ async def test_ftso_is_off_by_default_and_may_need_a_key(tmp_path: Path) -> None
     assert no_key.status_code == 401
     assert keyed.status_code == 200
     assert keyed.json()["data"][0]["value"] is None
+
+
+async def test_after_a_restart_every_fresh_source_counts(tmp_path: Path) -> None:
+    """Memory is warmed from the store: one source ticking first does not leave the others out."""
+    consensus = {"symbols": {"BTC/USD": {}}, "snapshot_interval_s": 0}
+    with trio.fail_after(30):
+        async with running_api(tmp_path, consensus=consensus) as api:
+            await api.push([feed("coinbase", "100", age_s=2), feed("kraken", "102", age_s=2)])
+        async with running_api(tmp_path, consensus=consensus) as api:
+            await api.push([feed("coinbase", "101", age_s=0)])
+            [answer] = (await api.get("/aggregates/consensus", symbols="BTC/USD"))["data"]
+    assert (answer["status"], answer["price"], answer["sources"]) == (
+        "ok", "101.5", ["coinbase", "kraken"])  # fmt: skip

@@ -82,6 +82,12 @@ async def test_latest_keys_and_validation(tmp_path: Path) -> None:
             error_of(await get("/prices/latest?symbols=BTC/USD"), 401)
             error_of(await get("/prices/latest?symbols=BTC/USD", headers=INTERNAL), 403)
             assert (await get("/prices/latest?symbols=BTC/USD", headers=ADMIN)).status_code == 200
+            ranged = (
+                "/prices/range?symbol=BTC/USD&from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z"
+            )
+            assert (await get(ranged, headers=ADMIN)).status_code == 200
+            error_of(await get(ranged), 401)
+            error_of(await get(ranged, headers=INTERNAL), 403)
             for bad in ("", "?symbols=", "?symbols=BTCUSD", "?symbol=BTC/USD",
                         "?symbols=BTC/USD&symbols=ETH/USD",
                         "?symbols=" + ",".join(f"C{i}/USD" for i in range(101))):  # fmt: skip
