@@ -126,7 +126,9 @@ def storage(request: pytest.FixtureRequest) -> dict[str, str]:
 async def test_range_raw_pages_and_candles(tmp_path: Path, storage: dict[str, str]) -> None:
     rows = [(T0 + timedelta(seconds=7 * i), Decimal(f"{100 + (i * 37) % 11}.{i:02d}"))
             for i in range(60)]  # fmt: skip
-    span = {"symbol": "BTC/USD", "from": time_text(T0), "to": time_text(T0 + timedelta(hours=1))}
+    later = (timedelta(minutes=20), timedelta(minutes=47), timedelta(hours=3), timedelta(hours=26))
+    rows += [(T0 + gap, Decimal(f"9{i}.5")) for i, gap in enumerate(later)]  # other buckets
+    span = {"symbol": "BTC/USD", "from": time_text(T0), "to": time_text(T0 + timedelta(days=2))}
     with trio.fail_after(30):
         async with running_api(tmp_path, storage=storage) as api:
             await api.push([feed("coinbase", str(p), at=at) for at, p in rows])
@@ -140,17 +142,17 @@ async def test_range_raw_pages_and_candles(tmp_path: Path, storage: dict[str, st
                 if cursor is None:
                     break
             candles = {w: await api.get("/prices/range", **span, source="coinbase", interval=w)
-                       for w in ("1m", "5m", "1h")}  # fmt: skip
+                       for w in ("1m", "5m", "15m", "1h", "1d")}  # fmt: skip
             both = await api.get("/prices/range", **span, interval="1h")
             paged = await api.get("/prices/range", **span, source="coinbase", interval="1m",
                                   limit=3)  # fmt: skip
             rest = await api.get("/prices/range", **span, source="coinbase", interval="1m",
                                  limit=1000, cursor=paged["next"])  # fmt: skip
-    assert [p["count"] for p in pages] == [25, 25, 10]
+    assert [p["count"] for p in pages] == [25, 25, 14]
     got = [(r["timestamp"], r["price"]) for p in pages for r in p["data"]]
     assert got == [(time_text(at), str(p)) for at, p in rows]
     assert all(p["interval"] == "raw" for p in pages)
-    for width, seconds in (("1m", 60), ("5m", 300), ("1h", 3600)):
+    for width, seconds in (("1m", 60), ("5m", 300), ("15m", 900), ("1h", 3600), ("1d", 86_400)):
         answer = candles[width]
         assert answer["interval"] == width
         assert answer["next"] is None
@@ -158,7 +160,7 @@ async def test_range_raw_pages_and_candles(tmp_path: Path, storage: dict[str, st
                    for c in answer["data"]]  # fmt: skip
         assert trimmed == candles_by_hand(rows, seconds), width
         assert all(c["closed"] for c in answer["data"])  # long past
-    assert both["data"][0]["num_feeds"] == 61
+    assert both["data"][0]["num_feeds"] == 63  # the first hour: 60 + 2 + kraken's
     assert both["data"][0]["low"] == "1"
     assert paged["count"] == 3
     assert paged["next"]

@@ -359,18 +359,19 @@ async def test_candles_with_a_limit_are_the_first_of_all_and_page_on(store: Stor
 def test_candles_with_a_limit_read_only_the_rows_they_need() -> None:
     """SQLite's candles come from its rows in Python: with a limit the rows are read up to the
     first of the bucket after the last one wanted, not to the end of the range."""
-    read: list[datetime] = []
+    read: list[str] = []
 
-    def rows() -> Iterator[tuple[datetime, Decimal, Decimal | None]]:
+    def rows() -> Iterator[tuple[str, str, str | None]]:
         for minute in range(10_000):
             for second in (0, 30):
-                read.append(at(60 * minute + second))
-                yield read[-1], Decimal(minute), None
+                read.append(sqlite_module.format_time(at(60 * minute + second)))
+                yield read[-1], str(minute), None
 
-    first_three = candles_of(rows(), 60, limit=3)
+    parse = sqlite_module.parse_time
+    first_three = candles_of(rows(), 60, parse, limit=3)
     assert [c.num_feeds for c in first_three] == [2, 2, 2]
     assert len(read) == 7  # three buckets' rows and the row that starts a fourth
-    assert candles_of(rows(), 60, limit=3) == candles_of(rows(), 60)[:3]
+    assert candles_of(rows(), 60, parse, limit=3) == candles_of(rows(), 60, parse)[:3]
 
 
 async def test_a_new_store_is_at_the_latest_version_and_reopening_changes_nothing(

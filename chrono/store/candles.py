@@ -1,5 +1,5 @@
-"""OHLCV from feeds in time order, in Python with ``Decimal``: exact, for stores without SQL of
-their own for it (SQLite keeps prices as text, which its ``min``/``max`` would compare as text).
+"""OHLCV from stored rows in time order, in Python with ``Decimal``: exact, for SQLite, which
+keeps prices as text that its ``min``/``max`` would compare as text.
 
 Buckets are aligned to the UTC epoch, as PostgreSQL's ``date_bin`` with origin 1970-01-01 and
 TimescaleDB's ``time_bucket`` place them for widths that divide a day. With a ``limit`` the
@@ -9,7 +9,7 @@ costs the rows of 1000 buckets, however long the range.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -24,35 +24,65 @@ def bucket_start(at: datetime, width_s: int) -> datetime:
     return EPOCH + ((at - EPOCH) // width) * width
 
 
+# The part of a fixed-width stored time (``2024-12-07T18:05:42.542551Z``) that names its bucket,
+# and the minute step within it: ``[:16]`` is the minute, ``[:14]`` + minute // 5 its 5 minutes.
+_BUCKET_TEXT: dict[int, tuple[int, int]] = {
+    60: (16, 0), 300: (14, 5), 900: (14, 15), 3600: (13, 0), 86_400: (10, 0)}  # fmt: skip
+_PADDING = {16: ":00.000000Z", 13: ":00:00.000000Z", 10: "T00:00:00.000000Z"}
+
+
+def _bucket_of(text: str, cut: int, step: int) -> str:
+    """The bucket start of a stored time, as stored-time text."""
+    if step:
+        minute = int(text[14:16]) // step * step
+        return f"{text[:14]}{minute:02d}:00.000000Z"
+    return text[:cut] + _PADDING[cut]
+
+
 def candles_of(
-    feeds: Iterable[tuple[datetime, Decimal, Decimal | None]],
+    rows: Iterable[tuple[str, str, str | None]],
     width_s: int,
+    parse_time: Callable[[str], datetime],
     *,
     limit: int | None = None,
 ) -> list[Candle]:
-    """Candles of ``(timestamp, price, volume)`` rows given oldest first (ties in store order),
-    at most ``limit`` of them; ``feeds`` is not read past the first row of bucket limit+1."""
+    """Candles of stored ``(time text, price text, volume text)`` rows, oldest first (ties in
+    store order), at most ``limit``; ``rows`` is not read past the first row of bucket limit+1.
+
+    Per row only a slice and one ``Decimal``: the bucket comes from the fixed-width time text
+    (so a time is parsed once per bucket, not per row), and the volume is kept as text.
+    """
+    cut, step = _BUCKET_TEXT[width_s]
     out: list[Candle] = []
-    current: datetime | None = None
+    key = start = ""
     open_ = high = low = close = Decimal(0)
-    volume: Decimal | None = None
+    volume: str | None = None
     count = 0
-    for at, price, feed_volume in feeds:
-        start = bucket_start(at, width_s)
-        if start != current:
-            if current is not None:
-                out.append(Candle(timestamp=current, open=open_, high=high, low=low,
-                                  close=close, volume=volume, num_feeds=count))  # fmt: skip
+
+    def done() -> Candle:
+        vol = None if volume is None else Decimal(volume)
+        return Candle(timestamp=parse_time(start), open=open_, high=high, low=low, close=close,
+                      volume=vol, num_feeds=count)  # fmt: skip
+
+    for at, text, feed_volume in rows:
+        bucket = at[:cut] if not step else at[:14] + str(int(at[14:16]) // step)
+        price = Decimal(text)
+        if bucket != key:
+            if count:
+                out.append(done())
             if len(out) == limit:
                 return out
-            current, open_, high, low, volume, count = start, price, price, price, None, 0
-        high = max(high, price)
-        low = min(low, price)
+            key, start = bucket, _bucket_of(at, cut, step)
+            open_ = high = low = price
+            volume, count = None, 0
+        elif price > high:
+            high = price
+        elif price < low:
+            low = price
         close = price
         if feed_volume is not None:
             volume = feed_volume
         count += 1
-    if current is not None:
-        out.append(Candle(timestamp=current, open=open_, high=high, low=low,
-                          close=close, volume=volume, num_feeds=count))  # fmt: skip
+    if count:
+        out.append(done())
     return out

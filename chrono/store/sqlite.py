@@ -428,8 +428,7 @@ class SQLiteStore:
         def query(conn: sqlite3.Connection) -> list[Candle]:
             rows = conn.execute(CANDLE_ROWS, args)
             try:
-                return candles_of(((parse_time(t), Decimal(p), _decimal(v)) for t, p, v in rows),
-                                  width_s, limit=limit)  # fmt: skip
+                return candles_of(rows, width_s, parse_time, limit=limit)
             finally:
                 rows.close()  # a limit may leave rows unread: end the statement's read now
 
