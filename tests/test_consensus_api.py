@@ -136,6 +136,10 @@ async def test_stablecoin_inputs_are_converted_and_a_depeg_is_excluded(tmp_path:
             await api.push([feed("coinbase", "0.999", symbol="USDT/USD", age_s=1),
                             feed("kraken", "0.998", symbol="USDT/USD", age_s=1)])  # fmt: skip
             [live] = (await api.get("/aggregates/consensus", symbols="BTC/USD"))["data"]
+            then = time_text(utc_now())
+            [past] = (await api.get("/aggregates/consensus", symbols="BTC/USD", timestamp=then))[
+                "data"
+            ]
             await api.push([feed("coinbase", "0.97", symbol="USDT/USD", age_s=0.5),
                             feed("kraken", "0.97", symbol="USDT/USD", age_s=0.5)])  # fmt: skip
             [depeg] = (await api.get("/aggregates/consensus", symbols="BTC/USD"))["data"]
@@ -150,6 +154,8 @@ async def test_stablecoin_inputs_are_converted_and_a_depeg_is_excluded(tmp_path:
     assert row["conversion"]["rate"] == "0.9985"
     assert Decimal(row["value"]) == Decimal("100.5") * Decimal("0.9985")
     assert Decimal(live["price"]) == Decimal(row["value"])  # the middle of three
+    assert rows_by_source(past)["binance"]["conversion"] == row["conversion"]  # from the store
+    assert past["price"] == live["price"]
     row = rows_by_source(depeg)["binance"]
     assert (row["included"], row["reason"], row["conversion"]["rate"]) == (False, "depeg", "0.97")
     assert depeg["price"] == "100.5"  # coinbase and kraken

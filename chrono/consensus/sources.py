@@ -105,10 +105,14 @@ class Aggregator:
         """The consensus of each symbol as of ``when``, from stored feeds only."""
         if not symbols:
             return []
-        wanted = [*symbols, *self._rate_symbols(symbols)]
-        widest = max(self.params(s, max_age_ms=max_age_ms).max_age_ms for s in wanted)
+        pairs = self._rate_symbols(symbols)
+        widest = max(self.params(s, max_age_ms=max_age_ms).max_age_ms for s in [*symbols, *pairs])
         since = when - timedelta(milliseconds=widest)
-        stored = await self._reader.latest_by_source(wanted, since=since, until=when)
+        stored = await self._reader.latest_by_source(symbols, since=since, until=when)
+        quotes = {self.quote_of(f) for f in stored}  # only the rates some input needs
+        needed = [p for p in pairs if p.partition("/")[0] in quotes and p not in symbols]
+        if needed:
+            stored += await self._reader.latest_by_source(needed, since=since, until=when)
         feeds = _by_symbol(stored)
         return [
             self._compute(s, feeds, self.params(s, method=method, max_age_ms=max_age_ms), when)
