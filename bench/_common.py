@@ -46,6 +46,15 @@ silence_timeout_s = 300  # the simulator is silent between the phases
 """
 
 
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """Every exception in ``group``, however deeply nested (nurseries wrap a bench's error)."""
+    return [
+        leaf
+        for exc in group.exceptions
+        for leaf in (leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    ]
+
+
 class BenchError(Exception):
     """A benchmark precondition failed (a row count, an exit code, a timeout)."""
 

@@ -38,7 +38,7 @@ from urllib.parse import urlencode
 import httpx
 import msgspec
 import trio
-from _common import ADMIN_KEY, BenchError, ReadOnlyDb, open_bench_chrono, percentile
+from _common import ADMIN_KEY, BenchError, ReadOnlyDb, leaves, open_bench_chrono, percentile
 
 from chrono.model import time_text, utc_now
 
@@ -80,6 +80,11 @@ snapshot_interval_s = 0  # no snapshots: "as of" answers are recomputed from the
 
 [log]
 level = "info"
+
+[limits]  # a benchmark measures speed, not the rate limits: far above any load here
+internal_per_min = 10000000
+public_per_min = 10000000
+unkeyed_per_min = 10000000
 
 [auth]
 public_keys = ["{public_key}"]
@@ -383,14 +388,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    return [
-        leaf
-        for exc in group.exceptions
-        for leaf in (_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    ]
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.clients < 1 or args.duration_s <= 0:
@@ -399,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = trio.run(run_bench, args)
     except* (BenchError, trio.TooSlowError) as group:  # a return is not allowed in except*
-        failures = _leaves(group)
+        failures = leaves(group)
     if failures:
         for exc in failures:
             print(f"bench failed: {exc!r}" if isinstance(exc, trio.TooSlowError)

@@ -29,6 +29,7 @@ from _common import (
     BenchError,
     ReadOnlyDb,
     epoch_s,
+    leaves,
     open_bench_chrono,
     percentile,
 )
@@ -239,14 +240,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    return [
-        leaf
-        for exc in group.exceptions
-        for leaf in (_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    ]
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.floor_client:
@@ -257,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = trio.run(run_bench, args)
     except* BenchError as group:  # nurseries wrap it; a return is not allowed in except*
-        failures = _leaves(group)
+        failures = leaves(group)
     if failures:
         for exc in failures:
             print(f"bench failed: {exc}", file=sys.stderr)

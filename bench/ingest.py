@@ -28,7 +28,15 @@ from typing import Any, Final
 import httpx
 import msgspec
 import trio
-from _common import ADMIN_KEY, BenchError, ReadOnlyDb, epoch_s, open_bench_chrono, percentile
+from _common import (
+    ADMIN_KEY,
+    BenchError,
+    ReadOnlyDb,
+    epoch_s,
+    leaves,
+    open_bench_chrono,
+    percentile,
+)
 
 from chrono.config import BatchConfig
 from chrono.model import time_text, utc_now
@@ -56,6 +64,11 @@ max_interval_ms = {max_interval_ms}
 
 [log]
 level = "info"
+
+[limits]  # a benchmark measures speed, not the rate limits: far above any load here
+internal_per_min = 10000000
+public_per_min = 10000000
+unkeyed_per_min = 10000000
 
 [auth]
 internal_keys = ["{internal_key}"]
@@ -338,21 +351,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    return [
-        leaf
-        for exc in group.exceptions
-        for leaf in (_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    ]
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     failures: list[BaseException] = []
     try:
         result = trio.run(run_bench, args)
     except* BenchError as group:  # nurseries wrap it; a return is not allowed in except*
-        failures = _leaves(group)
+        failures = leaves(group)
     if failures:
         for exc in failures:
             print(f"bench failed: {exc}", file=sys.stderr)

@@ -22,6 +22,7 @@ from chrono.config import Config, load_config, masked
 from chrono.errors import ChronoError, ConfigError, DaemonUnreachable, SchemaTooNew, StoreError
 from chrono.logs import configure_logging
 from chrono.model import is_canonical_symbol
+from chrono.status import StatusReport
 
 log = logging.getLogger("chrono")
 
@@ -152,7 +153,7 @@ def _run(args: argparse.Namespace) -> int:
     from chrono.store.urls import url_password
 
     config = load_config(args.config)
-    secrets = [*config.auth.internal_keys, *config.auth.public_keys, *config.auth.admin_keys]
+    secrets = config.auth.secrets()  # every usable key, named entries too
     if password := url_password(config.storage.url):
         secrets.append(password)
     configure_logging(level=config.log.level, fmt=config.log.format, secrets=secrets)
@@ -250,22 +251,22 @@ def _age(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def render_status(status: dict[str, Any]) -> str:
+def render_status(status: StatusReport) -> str:
     """The table a person reads at a glance."""
     head = ("COLLECTOR", "STATE", "SYMBOLS", "UPTIME", "RECONNECTS", "FEEDS", "LAST DATA", "STALE")
     rows = [head]
-    for c in status["collectors"]:
-        last = c["last_data_age_s"]
+    for c in status.collectors:
+        last = c.last_data_age_s
         rows.append(
             (
-                c["worker_id"],
-                c["state"],
-                ",".join(c["symbols"]),
-                _age(c["uptime_s"]),
-                str(c["reconnects"]),
-                str(c["feeds_collected"]),
+                c.worker_id,
+                c.state,
+                ",".join(c.symbols),
+                _age(c.uptime_s),
+                str(c.reconnects),
+                str(c.feeds_collected),
                 "-" if last is None else f"{_age(last)} ago",
-                ",".join(c.get("stale_symbols", [])) or "-",
+                ",".join(c.stale_symbols) or "-",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
@@ -273,19 +274,17 @@ def render_status(status: dict[str, Any]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
-    for c in status["collectors"]:
-        if c["state"] != "streaming" and c["last_error"]:
-            lines.append(f"{c['worker_id']}: last error: {c['last_error']}")
-        for sample in c.get("invalid_samples", [])[-1:]:
-            lines.append(f"{c['worker_id']}: last invalid frame: {sample}")
-    service, store, writer = status["service"], status["store"], status["pipeline"]["writer"]
-    lines.insert(
-        0, f"chrono {service['version']}  {service['state']}  up {_age(service['uptime_s'])}"
-    )
-    where = store.get("path") or store.get("url", "")
-    spooled = writer["spool"]["batches"]
+    for c in status.collectors:
+        if c.state != "streaming" and c.last_error:
+            lines.append(f"{c.worker_id}: last error: {c.last_error}")
+        for sample in c.invalid_samples[-1:]:
+            lines.append(f"{c.worker_id}: last invalid frame: {sample}")
+    service, store, writer = status.service, status.store, status.pipeline.writer
+    lines.insert(0, f"chrono {service.version}  {service.state}  up {_age(service.uptime_s)}")
+    where = store.path or store.url or ""
+    spooled = writer.spool.batches
     state = {"up": "healthy", "replaying": f"replaying {spooled} spooled batches"}.get(
-        writer["store"], f"FAILING: {writer['last_error']} ({spooled} batches spooled)"
+        writer.store, f"FAILING: {writer.last_error} ({spooled} batches spooled)"
     )
-    lines.append(f"store: {store['kind']} {where}  rows written {store['rows_written']}  {state}")
+    lines.append(f"store: {store.kind} {where}  rows written {store.rows_written}  {state}")
     return "\n".join(lines)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
+import msgspec
 
 from chrono.errors import DaemonUnreachable
+from chrono.status import StatusReport, decode_status
 
 TIMEOUT_S = 5.0
 
@@ -17,8 +17,10 @@ def base_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def fetch_status(url: str, admin_key: str | None) -> dict[str, Any]:
-    """``GET /status``; raise ``DaemonUnreachable`` with a one-line reason on any failure."""
+def fetch_status(url: str, admin_key: str | None) -> StatusReport:
+    """``GET /status`` as a ``StatusReport``; raise ``DaemonUnreachable`` with a one-line reason
+    on any failure (also an answer that is not a status report: a different program, or a
+    Chrono of another version)."""
     headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
     try:
         response = httpx.get(f"{url.rstrip('/')}/status", headers=headers, timeout=TIMEOUT_S)
@@ -30,5 +32,9 @@ def fetch_status(url: str, admin_key: str | None) -> dict[str, Any]:
         except (ValueError, KeyError, TypeError):
             message = response.text[:200]
         raise DaemonUnreachable(f"Chrono at {url} answered {response.status_code}: {message}")
-    body: dict[str, Any] = response.json()
-    return body
+    try:
+        return decode_status(response.content)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise DaemonUnreachable(
+            f"Chrono at {url} answered a /status this client cannot read: {exc}"
+        ) from exc

@@ -9,6 +9,7 @@ config file's folder, so the service behaves the same from any working directory
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -72,10 +73,100 @@ class LogConfig(_Section, frozen=True):
     format: Literal["json", "text"] = "json"
 
 
+KeyRole = Literal["internal", "public", "admin"]
+# A named key's name: what logs (and metrics) show instead of the key. No brackets, so it can
+# never be one of the names the plain lists' keys get (``public_keys[0]``).
+KeyName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+SHA256_PREFIX = "sha256:"  # a key written sha256:<64 hex> is the hash of the key clients send
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+
+
+class KeyConfig(_Section, frozen=True):
+    """One ``[[auth.keys]]`` entry; ``rate_per_min`` overrides the role's ``[limits]`` value
+    (0: unlimited)."""
+
+    name: KeyName
+    role: KeyRole
+    key: str  # the key, env:NAME, or sha256:<64 hex>
+    rate_per_min: NonNegativeInt | None = None
+
+
+class KeyEntry(msgspec.Struct, frozen=True):
+    """A configured key with its name and where the config gives it (for error messages)."""
+
+    where: str  # auth.public_keys[0], auth.keys[2].key
+    name: str
+    role: KeyRole
+    key: str
+    rate_per_min: int | None
+
+
 class AuthConfig(_Section, frozen=True):
-    internal_keys: list[str] = []
+    internal_keys: list[str] = []  # named internal_keys[0], internal_keys[1]...
     public_keys: list[str] = []
     admin_keys: list[str] = []
+    keys: list[KeyConfig] = []
+
+    def entries(self) -> list[KeyEntry]:
+        """Every key, the plain lists' first (named ``public_keys[0]``...), then ``keys``."""
+        out = [
+            KeyEntry(f"auth.{kind}[{i}]", f"{kind}[{i}]", role, key, None)
+            for kind, role in _PLAIN_KEY_LISTS
+            for i, key in enumerate(getattr(self, kind))
+        ]
+        out += [
+            KeyEntry(f"auth.keys[{i}].key", k.name, k.role, k.key, k.rate_per_min)
+            for i, k in enumerate(self.keys)
+        ]
+        return out
+
+    def secrets(self) -> list[str]:
+        """The keys a client could use, for log redaction (a sha256: entry holds none)."""
+        return [e.key for e in self.entries() if not e.key.startswith(SHA256_PREFIX)]
+
+
+_PLAIN_KEY_LISTS: tuple[tuple[str, KeyRole], ...] = (
+    ("internal_keys", "internal"),
+    ("public_keys", "public"),
+    ("admin_keys", "admin"),
+)
+
+
+def key_digest(key: str) -> bytes:
+    """The SHA-256 a presented key is compared by: of the key itself, or the one configured as
+    ``sha256:<hex>`` (checked by ``_check_keys``)."""
+    if key.startswith(SHA256_PREFIX):
+        return bytes.fromhex(key.removeprefix(SHA256_PREFIX))
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+class LimitsConfig(_Section, frozen=True):
+    """Token buckets: a key (or, on routes that need none, a client address) may make
+    ``*_per_min`` requests in a burst, refilled continuously at that rate; 0: unlimited."""
+
+    internal_per_min: NonNegativeInt = 5000
+    public_per_min: NonNegativeInt = 1000
+    admin_per_min: NonNegativeInt = 0
+    unkeyed_per_min: NonNegativeInt = 600  # per client address
+    stream_per_key: NonNegativeInt = 10  # open /stream connections per key
+    stream_total: NonNegativeInt = 1000  # open /stream connections in all
+
+
+# "*", or a browser origin: scheme://host[:port], no path.
+Origin = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^(\*|https?://([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])"
+        r"(:[0-9]{1,5})?)$"
+    ),
+]
+
+
+class CorsConfig(_Section, frozen=True):
+    """CORS on the public data routes (``/prices/*``, ``/aggregates/*``, ``/feed-values/*``)."""
+
+    origins: list[Origin] = msgspec.field(default_factory=lambda: ["*"])  # []: no CORS
+    max_age_s: NonNegativeInt = 600  # Access-Control-Max-Age of a preflight answer
 
 
 class BoundsConfig(_Section, frozen=True):
@@ -181,6 +272,8 @@ class Config(_Section, frozen=True):
     batch: BatchConfig = BatchConfig()
     log: LogConfig = LogConfig()
     auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
+    cors: CorsConfig = CorsConfig()
     validation: ValidationConfig = ValidationConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     service: ServiceConfig = ServiceConfig()
@@ -350,39 +443,52 @@ def _check_exchange(col: CollectorConfig, where: str) -> None:
 
 
 def _resolve_env(auth: AuthConfig) -> AuthConfig:
-    def resolve(kind: str, keys: list[str]) -> list[str]:
-        out = []
-        for i, key in enumerate(keys):
-            if key.startswith("env:"):
-                name = key[4:]
-                value = os.environ.get(name)
-                if not value:
-                    raise ConfigError(f"auth.{kind}[{i}]: environment variable {name} is not set")
-                key = value
-            out.append(key)
-        return out
+    def resolve(where: str, key: str) -> str:
+        if not key.startswith("env:"):
+            return key
+        name = key[4:]
+        value = os.environ.get(name)
+        if not value:
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        return value
 
-    return AuthConfig(
-        internal_keys=resolve("internal_keys", auth.internal_keys),
-        public_keys=resolve("public_keys", auth.public_keys),
-        admin_keys=resolve("admin_keys", auth.admin_keys),
-    )
+    lists = {
+        kind: [resolve(f"auth.{kind}[{i}]", k) for i, k in enumerate(getattr(auth, kind))]
+        for kind, _ in _PLAIN_KEY_LISTS
+    }
+    keys = [
+        msgspec.structs.replace(k, key=resolve(f"auth.keys[{i}].key", k.key))
+        for i, k in enumerate(auth.keys)
+    ]
+    return AuthConfig(**lists, keys=keys)
 
 
 def _check_keys(auth: AuthConfig) -> None:
-    """No empty key (it would open a role to a blank header) and no key in two roles (which
-    role would it get?)."""
-    seen: dict[str, str] = {}
-    for kind in ("internal_keys", "public_keys", "admin_keys"):
-        for i, key in enumerate(getattr(auth, kind)):
-            where = f"auth.{kind}[{i}]"
-            if not key.strip():
-                raise ConfigError(f"{where}: an empty key")
-            if any(c.isspace() for c in key):
-                raise ConfigError(f"{where}: a key cannot contain spaces")
-            if key in seen:
-                raise ConfigError(f"{where}: the same key is already {seen[key]}")
-            seen[key] = where
+    """No empty key (it would open a role to a blank header), no key in two places (which role
+    and name would it get?), a ``sha256:`` key of 64 hex digits, no name twice. The messages
+    name the key's place in the config, never the key."""
+    seen: dict[bytes, str] = {}
+    names: dict[str, str] = {}
+    for entry in auth.entries():
+        where, key = entry.where, entry.key
+        if not key.strip():
+            raise ConfigError(f"{where}: an empty key")
+        if any(c.isspace() for c in key):
+            raise ConfigError(f"{where}: a key cannot contain spaces")
+        if key.startswith(SHA256_PREFIX) and not _SHA256_HEX.fullmatch(
+            key.removeprefix(SHA256_PREFIX)
+        ):
+            raise ConfigError(f"{where}: {SHA256_PREFIX} must be followed by 64 hex digits")
+        digest = key_digest(key)
+        if digest in seen:
+            raise ConfigError(f"{where}: the same key is already {seen[digest]}")
+        seen[digest] = where
+        if entry.name in names:
+            place = where.removesuffix(".key")
+            raise ConfigError(
+                f"{place}.name: {entry.name!r} is already the name of {names[entry.name]}"
+            )
+        names[entry.name] = where.removesuffix(".key")
 
 
 def _resolve_paths(storage: StorageConfig, base_dir: Path) -> StorageConfig:
@@ -396,7 +502,14 @@ def _resolve_paths(storage: StorageConfig, base_dir: Path) -> StorageConfig:
 def masked(config: Config) -> dict[str, Any]:
     """The effective config as plain data, keys masked, for ``chrono check-config``."""
     data: dict[str, Any] = msgspec.to_builtins(config)
-    for kind, keys in data["auth"].items():
-        data["auth"][kind] = [f"*** ({len(k)} chars)" for k in keys]
+    auth = data["auth"]
+    for kind, _ in _PLAIN_KEY_LISTS:
+        auth[kind] = [_masked_key(k) for k in auth[kind]]
+    for entry in auth["keys"]:
+        entry["key"] = _masked_key(entry["key"])
     data["storage"]["url"] = masked_url(config.storage.url)
     return data
+
+
+def _masked_key(key: str) -> str:
+    return f"{SHA256_PREFIX}***" if key.startswith(SHA256_PREFIX) else f"*** ({len(key)} chars)"

@@ -34,17 +34,28 @@ import trio
 from chrono import __version__
 from chrono.api import ApiContext, create_app, serve_http
 from chrono.api.auth import Keys
+from chrono.api.limits import Limiter
 from chrono.collect import CollectorStats, ConnectBudgets, run_collector
 from chrono.config import Config
 from chrono.consensus.snapshots import SnapshotTaker
 from chrono.consensus.sources import Aggregator
 from chrono.errors import ChronoError, StoreError
+from chrono.metrics import Scrape, exposition
 from chrono.model import PriceFeed, time_text, utc_now
 from chrono.pipeline.batcher import Batcher
 from chrono.pipeline.fanout import FanOut
 from chrono.pipeline.latest import LatestPrices
 from chrono.pipeline.stream import StreamHub
 from chrono.pipeline.writer import IngestWriter
+from chrono.readiness import Readiness, readiness
+from chrono.status import (
+    ChildStatistics,
+    ConsensusStatistics,
+    ExchangeStatistics,
+    PipelineStatistics,
+    ServiceStatistics,
+    StatusReport,
+)
 from chrono.store import Store, open_store
 from chrono.store.spool import Spool
 from chrono.supervise import ChildStats, RestartPolicy, supervise
@@ -61,18 +72,6 @@ SNAPSHOT_SETTLE_MARGIN_S = 1.0  # beyond the batch interval, for a snapshot's fe
 
 class ShutdownAborted(ChronoError):
     """A second signal, or a drain past its deadline: exit non-zero now."""
-
-
-class _PortReady:
-    """``task_status`` for a supervised server: keeps the port of every (re)start."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.ready = trio.Event()
-
-    def started(self, value: int | None = None) -> None:
-        self.port = value or 0
-        self.ready.set()
 
 
 class Service:
@@ -128,12 +127,16 @@ class Service:
             keys=Keys(config.auth),
             status=self.status,
             health=self.health,
+            ready=self.readiness,
+            metrics=self.metrics,
             rules=config.validation.rules(),
             intake=self.intake,
             seen=self.fanout.seen,
             consensus=config.consensus,
             ftso=config.ftso,
             stream_max_message_bytes=config.server.stream_max_message_bytes,
+            limiter=Limiter(config.limits),
+            cors=config.cors,
         )
         self._collecting = trio.CancelScope()
         self.http_port = 0
@@ -181,16 +184,14 @@ class Service:
 
     async def _run(self, task_status: trio.TaskStatus[int]) -> None:
         app = create_app(self.api)
-        http = _PortReady()
         stopping = self.api.stopping
-        serve = partial(serve_http, app, self.config.server, stopping, task_status=http)
+        serve = partial(serve_http, app, self.config.server, stopping)
         heartbeats, snapshotting = trio.CancelScope(), trio.CancelScope()
         async with trio.open_nursery() as root:
-            root.start_soon(self._supervised("http", serve))
-            await http.ready.wait()
-            self.http_port = http.port
+            # returns once first serving; a restart's port is in children["http"].started_value
+            self.http_port = await root.start(self._supervised("http", serve))
             host = self.config.server.host
-            log.info("http listening", extra={"data": {"host": host, "port": http.port}})
+            log.info("http listening", extra={"data": {"host": host, "port": self.http_port}})
             root.start_soon(_within, heartbeats, self._supervised("stream_hub", self.hub.run))
             if self.config.consensus.snapshot_interval_s:
                 snapshots = self._supervised("snapshots", self.snapshots.run)
@@ -228,32 +229,76 @@ class Service:
             for stats in self.collectors:
                 stats.state = "stopped"
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "service": {
-                "version": __version__,
-                "state": self.state,
-                "started_at": self.started_at.isoformat(),
-                "uptime_s": round((utc_now() - self.started_at).total_seconds(), 3),
+    def status(self) -> StatusReport:
+        return StatusReport(
+            service=ServiceStatistics(
+                version=__version__,
+                state=self.state,
+                started_at=self.started_at,
+                uptime_s=round((utc_now() - self.started_at).total_seconds(), 3),
+            ),
+            collectors=[c.statistics() for c in self.collectors],
+            exchanges=_by_exchange(self.collectors),
+            pipeline=PipelineStatistics(
+                intake_queued=self._intake.statistics().current_buffer_used,
+                fanout=self.fanout.statistics(),
+                batcher=self.batcher.statistics(),
+                writer=self.writer.statistics(),
+                latest=self.latest.statistics(),
+                stream=self.hub.statistics(),
+            ),
+            consensus=ConsensusStatistics(
+                computed=self.aggregator.computed,
+                guarded=self.aggregator.guarded,
+                snapshots=self.snapshots.statistics(),
+            ),
+            store=self.store.statistics(),
+            supervisor=[
+                ChildStatistics(
+                    name=c.name, state=c.state, restarts=c.restarts, last_error=c.last_error
+                )
+                for c in self.children.values()
+            ],
+        )
+
+    async def metrics(self) -> bytes:
+        """``/metrics``: the status, the histograms, and a live consensus of every configured
+        symbol (left out of a scrape while the store it may need fails)."""
+        symbols = self.config.symbols()
+        try:
+            consensus = await self.aggregator.live(symbols) if symbols else []
+        except StoreError:
+            consensus = []
+        scrape = Scrape(
+            status=self.status(),
+            exchange_latency={
+                c.worker_id: c.exchange_latency.statistics() for c in self.collectors
             },
-            "collectors": [c.as_dict() for c in self.collectors],
-            "exchanges": _by_exchange(self.collectors),
-            "pipeline": {
-                "intake_queued": self._intake.statistics().current_buffer_used,
-                "fanout": self.fanout.statistics(),
-                "batcher": self.batcher.statistics(),
-                "writer": self.writer.statistics(),
-                "latest": self.latest.statistics(),
-                "stream": self.hub.statistics(),
+            stored_latency=self.writer.stored_latency.statistics(),
+            streamed_latency=self.hub.streamed_latency.statistics(),
+            batch_sizes=self.batcher.sizes.statistics(),
+            write_seconds=self.writer.write_seconds.statistics(),
+            symbol_times={
+                (s, source): f.received_at
+                for s in symbols
+                for source, f in self.latest.by_source(s).items()
             },
-            "consensus": {
-                "computed": self.aggregator.computed,
-                "guarded": self.aggregator.guarded,
-                "snapshots": self.snapshots.statistics(),
-            },
-            "store": self.store.statistics(),
-            "supervisor": [c.as_dict() for c in self.children.values()],
-        }
+            consensus=consensus,
+            http_requests=self.api.http_stats.requests(),
+            http_seconds=self.api.http_stats.seconds(),
+            rate_limited=self.api.limiter.statistics().rate_limited,
+        )
+        return exposition(scrape)
+
+    def readiness(self) -> Readiness:
+        return readiness(
+            writer=self.writer,
+            collectors=self.collectors,
+            latest=self.latest,
+            symbols=self.config.symbols(),
+            max_age=timedelta(milliseconds=self.config.consensus.max_age_ms),
+            now=utc_now(),
+        )
 
     def health(self) -> dict[str, Any]:
         flowing = {c.worker_id: c.state for c in self.collectors}
@@ -274,16 +319,17 @@ class Service:
         }
 
 
-def _by_exchange(collectors: list[CollectorStats]) -> dict[str, dict[str, Any]]:
+def _by_exchange(collectors: list[CollectorStats]) -> dict[str, ExchangeStatistics]:
     """Invalid frames by exchange and reason (and feeds), summed over its collectors."""
-    out: dict[str, dict[str, Any]] = {}
+    feeds: Counter[str] = Counter()
+    invalid: dict[str, Counter[str]] = {}
     for c in collectors:
-        entry = out.setdefault(c.exchange, {"feeds_collected": 0, "invalid_frames": Counter()})
-        entry["feeds_collected"] += c.feeds_collected
-        entry["invalid_frames"].update(c.invalid)
-    for entry in out.values():
-        entry["invalid_frames"] = dict(entry["invalid_frames"])
-    return out
+        feeds[c.exchange] += c.feeds_collected
+        invalid.setdefault(c.exchange, Counter()).update(c.invalid)
+    return {
+        name: ExchangeStatistics(feeds_collected=feeds[name], invalid_frames=dict(invalid[name]))
+        for name in invalid
+    }
 
 
 async def _within(scope: trio.CancelScope, child: Child) -> None:

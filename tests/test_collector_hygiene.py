@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import trio
 
 from chrono.collect import CollectorStats, run_collector
@@ -32,7 +33,8 @@ class Run:
         return [feed for feed in self.feeds if feed.symbol == symbol]
 
     def freshness(self, symbol: str) -> dict[str, Any]:
-        [entry] = [e for e in self.stats.as_dict()["freshness"] if e["symbol"] == symbol]
+        [entry] = [msgspec.to_builtins(e) for e in self.stats.statistics().freshness
+                   if e.symbol == symbol]  # fmt: skip
         return entry
 
     async def collect(self, nursery: trio.Nursery) -> None:
@@ -85,7 +87,7 @@ async def test_a_quiet_pair_does_not_restart_the_connection(nursery: trio.Nurser
     with trio.fail_after(10):
         run = await start(nursery, sim, **quick())
         await wait_until(lambda: run.freshness("ETH/USD")["resubscribes"] >= 3)
-        await wait_until(lambda: run.stats.as_dict()["stale_symbols"] == ["ETH/USD"])
+        await wait_until(lambda: run.stats.statistics().stale_symbols == ["ETH/USD"])
     assert sim.connections_total == 1
     assert run.stats.reconnects == 0
     assert not run.freshness("BTC/USD")["stale"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,10 @@ GOOD = """
 exchange = "coinbase"
 symbols = ["BTC/USD"]
 """
+
+
+_KEY = '[[auth.keys]]\nname = "{}"\nrole = "{}"\nkey = "{}"\n'
+_SHA_K_1 = "sha256:" + hashlib.sha256(b"k_1").hexdigest().upper()  # hex in either case
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -135,6 +140,40 @@ def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
         (
             GOOD + '[auth]\npublic_keys = ["k_1"]\nadmin_keys = ["k_1"]\n',
             "auth.admin_keys[0]: the same key is already auth.public_keys[0]",
+        ),
+        (
+            GOOD + _KEY.format("a", "public", "k_1") + _KEY.format("a", "admin", "k_2"),
+            "auth.keys[1].name: 'a' is already the name of auth.keys[0]",
+        ),
+        (
+            GOOD + _KEY.format("a", "public", "sha256:" + "0" * 63),
+            "auth.keys[0].key: sha256: must be followed by 64 hex digits",
+        ),
+        (
+            GOOD + _KEY.format("a", "public", "sha256:" + "g" * 64),
+            "auth.keys[0].key: sha256: must be followed by 64 hex digits",
+        ),
+        (GOOD + _KEY.format("a", "root", "k_1"), "auth.keys[0].role: Invalid enum value 'root'"),
+        (GOOD + _KEY.format("a b", "public", "k_1"), "auth.keys[0].name: Expected `str` matching"),
+        (GOOD + _KEY.format("a", "public", ""), "auth.keys[0].key: an empty key"),
+        (
+            GOOD + '[auth]\npublic_keys = ["k_1"]\n' + _KEY.format("a", "admin", _SHA_K_1),
+            "auth.keys[0].key: the same key is already auth.public_keys[0]",
+        ),
+        (
+            GOOD + _KEY.format("a", "public", "env:CHRONO_TEST_UNSET_KEY"),
+            "auth.keys[0].key: environment variable CHRONO_TEST_UNSET_KEY is not set",
+        ),
+        (
+            GOOD + _KEY.format("a", "public", "k_1") + "rate_per_min = -1\n",
+            "auth.keys[0].rate_per_min: Expected `int` >= 0",
+        ),
+        (GOOD + _KEY.format("a", "public", "k_1") + "colour = 1\n", "auth.keys[0]: Object"),
+        (GOOD + "[limits]\npublic_per_min = -5\n", "limits.public_per_min: Expected `int` >= 0"),
+        (GOOD + "[limits]\nwindow_s = 1\n", "limits: Object contains unknown field `window_s`"),
+        (
+            GOOD + '[cors]\norigins = ["https://a.example/path"]\n',
+            "cors.origins[0]: Expected `str` matching",
         ),
         (GOOD + '[server]\nhost = ""\n', "server.host: Expected `str` of length >= 1"),
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 import trio
 import trio.testing
@@ -52,7 +53,7 @@ def test_staleness_counts_from_the_subscription_at_the_latest() -> None:
     assert not fresh.is_stale("BTC/USD", now=131.0, since=120.0)  # resubscribed at 120
     assert fresh.is_stale("ETH/USD", now=31.0, since=0.0)  # never delivered
     assert fresh.connection_silence_s() == 30.0
-    status = {entry["symbol"]: entry for entry in fresh.as_status(110.0)}
+    status = {entry.symbol: msgspec.to_builtins(entry) for entry in fresh.statistics(110.0)}
     assert status["BTC/USD"]["age_s"] == 10.0
     assert not status["BTC/USD"]["stale"]
     assert status["ETH/USD"]["stale"]

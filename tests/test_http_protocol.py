@@ -377,6 +377,15 @@ async def test_a_rejected_request_keeps_its_own_request_id(running: Running) -> 
         }
         assert len(ids) == 2
         assert "probe-0002" not in ids
+        # as the app does: an id that is not sane is replaced, and the safe headers are there
+        odd = await exchange(
+            running, b"GET /health HTTP/9.9\r\n" + HOST + b"X-Request-ID: <script>\r\n\r\n"
+        )
+        replaced = assert_envelope(odd, 400, "VALIDATION_ERROR")["error"]["request_id"]
+        assert replaced != "<script>"
+        assert len(replaced) == 16
+        assert odd.headers["x-content-type-options"] == "nosniff"
+        assert odd.headers["cache-control"] == "no-store"
 
 
 async def test_a_rejected_head_request_gets_the_headers_without_a_body(running: Running) -> None:

@@ -170,13 +170,14 @@ async def test_range_raw_pages_and_candles(tmp_path: Path, storage: dict[str, st
 
 async def test_the_forming_candle_is_not_closed(tmp_path: Path, storage: dict[str, str]) -> None:
     now = utc_now()
+    soon = now + timedelta(seconds=61)  # a minute that cannot have ended by the request
     with trio.fail_after(20):
         async with running_api(tmp_path, storage=storage) as api:
             await api.push([feed("coinbase", "1", at=now - timedelta(minutes=3)),
-                            feed("coinbase", "2", at=now)])  # fmt: skip
+                            feed("coinbase", "2", at=soon)])  # fmt: skip
             body = await api.get("/prices/range", symbol="BTC/USD",
                                  **{"from": time_text(now - timedelta(minutes=10)),
-                                    "to": time_text(now + timedelta(minutes=1))},
+                                    "to": time_text(now + timedelta(minutes=3))},
                                  interval="1m")  # fmt: skip
     assert [c["closed"] for c in body["data"]] == [True, False]
 

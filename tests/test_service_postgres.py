@@ -51,9 +51,9 @@ async def test_feeds_reach_postgres_and_the_api_reads_them_back(
     assert health["services"]["store"] == "up"
     assert count(pg_url) == 121
     stats = service.store.statistics()
-    assert stats["kind"] == "postgresql"
+    assert stats.kind == "postgresql"
     # No TimescaleDB on this server: the plain tables, and /status says so.
-    assert stats["timescaledb"] == "extension not installed on the server: plain tables"
+    assert stats.timescaledb == "extension not installed on the server: plain tables"
 
 
 async def test_a_store_missing_at_start_is_an_outage_not_a_crash(

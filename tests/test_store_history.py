@@ -70,7 +70,7 @@ async def test_snapshots_round_trip_byte_for_byte(store: Store, target: Target) 
     assert back.price is not None
     assert str(back.price) == TRICKY_PRICES[0]  # zeros kept
     assert back.timestamp.utcoffset() == timedelta(0)
-    assert store.statistics()["snapshots_written"] == len(written) + 1
+    assert store.statistics().snapshots_written == len(written) + 1
 
 
 async def test_a_snapshot_is_written_once(store: Store, target: Target) -> None:
@@ -162,7 +162,7 @@ async def test_a_later_ftso_answer_replaces_the_earlier(store: Store) -> None:
     last = answer("ETH/USD", None, answered_at=at(96), body=None)
     assert await store.record_ftso_round([answer("ETH/USD", "11"), last]) == 2
     assert await store.ftso_round(812_345) == [newer, last]
-    assert store.statistics()["ftso_answers_written"] == 5
+    assert store.statistics().ftso_answers_written == 5
 
 
 async def test_history_writes_and_reads_open_the_store(target: Target) -> None:

@@ -72,7 +72,7 @@ class Probe:
         return ws
 
     def clients(self) -> int:
-        count: int = self.hub.statistics()["clients"]
+        count: int = self.hub.statistics().clients
         return count
 
     def stop(self) -> float:
@@ -506,7 +506,7 @@ async def test_a_slow_client_cut_off_by_the_hub_is_no_longer_counted(
         assert 2 <= len(updates) <= 3  # the queue (and the pump's one), sent before the close
         await wait_until(lambda: probe.clients() == 0)
         stats = probe.hub.statistics()
-        assert (stats["cut_off"], stats["dropped"]) == (1, 3)
+        assert (stats.cut_off, stats.dropped) == (1, 3)
     await stops_quickly(probe)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -18,18 +18,22 @@ from quart import Response, request
 
 from chrono.api.auth import Keys
 from chrono.api.errors import ApiError, ErrorCode
-from chrono.config import ConsensusConfig, FtsoConfig
+from chrono.api.limits import Limiter
+from chrono.config import ConsensusConfig, CorsConfig, FtsoConfig
 from chrono.consensus.sources import Aggregator
+from chrono.metrics import HttpStats
 from chrono.model import FeedKey, FeedRules, PriceFeed, is_canonical_symbol
 from chrono.pipeline.latest import LatestPrices
 from chrono.pipeline.stream import StreamHub
+from chrono.readiness import Readiness
+from chrono.status import StatusReport
 from chrono.store import StoreReader, StoreWriter
 
 S = TypeVar("S", bound=msgspec.Struct)
 
 _encoder = msgspec.json.Encoder()
 MAX_SYMBOLS = 100  # per request
-_PATH = re.compile(r" - at `\$\.?(.*)`$")
+_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 
 
 @dataclass
@@ -40,8 +44,9 @@ class ApiContext:
     aggregator: Aggregator
     hub: StreamHub
     keys: Keys
-    status: Callable[[], dict[str, Any]]  # what GET /status returns
+    status: Callable[[], StatusReport]  # what GET /status encodes
     health: Callable[[], dict[str, Any]]  # {"status": healthy|degraded|unhealthy, "services"...}
+    ready: Callable[[], Readiness]  # GET /ready: each check, and whether all pass
     # Ingest: the rules collectors' feeds pass, a new sender into the pipeline's intake (the
     # caller closes it; ``trio.ClosedResourceError`` once the service drains), and whether the
     # fan-out already saw a feed (so a reply can count duplicates).
@@ -50,8 +55,16 @@ class ApiContext:
     seen: Callable[[FeedKey], bool] = lambda key: False
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
     ftso: FtsoConfig = field(default_factory=FtsoConfig)
+    metrics: Callable[[], Awaitable[bytes]] = lambda: _no_metrics()  # the exposition, built
+    http_stats: HttpStats = field(default_factory=HttpStats)  # what /metrics says of HTTP
     stopping: trio.Event = field(default_factory=trio.Event)
     stream_max_message_bytes: int = 65_536  # a bigger client message closes /stream with 1009
+    limiter: Limiter = field(default_factory=Limiter)  # rate limits, /stream slots
+    cors: CorsConfig = field(default_factory=CorsConfig)
+
+
+async def _no_metrics() -> bytes:
+    return b""
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -95,18 +108,24 @@ def query(kind: type[S]) -> S:
         raise _parameter_error(str(exc)) from None
 
 
-def _parameter_error(text: str) -> ApiError:
-    """msgspec's ``Expected `int` >= 1 - at `$.limit``` as a 400 naming ``limit``."""
+def msgspec_problem(text: str) -> tuple[str, str, str]:
+    """msgspec's ``Expected `str`, got `int` - at `$.symbol``` as (field, code, detail); code
+    is ``missing_field``, ``unknown_field`` or ``invalid_value``."""
     match = _PATH.search(text)
     if match:
-        name, problem = match.group(1), text[: match.start()]
-        message = f"{name}: {problem}"
-    else:
-        name = text.split("`")[1] if text.count("`") >= 2 else ""
-        if text.startswith("Object contains unknown field"):
-            message = f"unknown parameter {name!r}"
-        elif text.startswith("Object missing required field"):
-            message = f"{name} is required"
-        else:
-            message = text
+        return match.group(1), "invalid_value", text[: match.start()]
+    name = text.split("`")[1] if text.count("`") >= 2 else ""
+    if text.startswith("Object missing required field"):
+        return name, "missing_field", f"{name} is required"
+    if text.startswith("Object contains unknown field"):
+        return name, "unknown_field", f"unknown field {name!r}"
+    return "", "invalid_value", text
+
+
+def _parameter_error(text: str) -> ApiError:
+    """msgspec's ``Expected `int` >= 1 - at `$.limit``` as a 400 naming ``limit``."""
+    name, code, detail = msgspec_problem(text)
+    if code == "unknown_field":
+        detail = f"unknown parameter {name!r}"
+    message = f"{name}: {detail}" if code == "invalid_value" and name else detail
     return ApiError(ErrorCode.VALIDATION_ERROR, message, {"parameter": name})

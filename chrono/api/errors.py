@@ -9,11 +9,30 @@ itself (404, 405, 413...) and every ``StoreError`` into that body, and so does
 from __future__ import annotations
 
 import enum
+import re
+import secrets
 from typing import Any
 
 import msgspec
 
 _encoder = msgspec.json.Encoder()
+
+# On every answer, the app's and the server's own: nothing Chrono serves is a page, nothing may
+# be cached (latest prices go stale in seconds, and keyed answers are the key holder's alone).
+SAFE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Server": "chrono",
+}
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_of(given: str | None) -> str:
+    """The client's ``X-Request-ID`` if it is sane, else 16 fresh hex characters."""
+    return given if given and _REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
 
 
 class ErrorCode(enum.Enum):

@@ -63,7 +63,7 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from chrono.api.context import ApiContext, elapsed_ms, json_response
+from chrono.api.context import ApiContext, elapsed_ms, json_response, msgspec_problem
 from chrono.api.errors import ApiError, ErrorCode
 from chrono.api.protocol import MAX_BODY_BYTES
 from chrono.errors import InvalidFeed
@@ -83,7 +83,6 @@ INTAKE_TIMEOUT_S = 10.0  # a pipeline that takes nothing this long gets the batc
 HANDED_WINDOW = 20_000  # feed keys remembered: 200 full requests, far past the fan-out's lag
 
 _SOURCE = re.compile(r"[a-z0-9_.-]{1,64}")
-_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_EPOCH_MS_DIGITS = 15  # epoch ms has 13 digits until 2286; more is not a time
 _NULL = msgspec.Raw(b"null")
@@ -201,7 +200,7 @@ def _envelope(body: bytes) -> _Envelope:
     try:
         envelope = _envelope_decoder.decode(body)
     except msgspec.ValidationError as exc:
-        field, code, detail = _msgspec_problem(str(exc))
+        field, code, detail = msgspec_problem(str(exc))
         where = field or "the body"
         raise ApiError(
             ErrorCode.VALIDATION_ERROR, f"{where}: {detail}", {"field": field, "reason": code}
@@ -228,25 +227,12 @@ def _envelope(body: bytes) -> _Envelope:
     return envelope
 
 
-def _msgspec_problem(text: str) -> tuple[str, str, str]:
-    """msgspec's ``Expected `str`, got `int` - at `$.symbol``` as (field, code, detail)."""
-    match = _AT_PATH.search(text)
-    if match:
-        return match.group(1), "invalid_value", text[: match.start()]
-    name = text.split("`")[1] if text.count("`") >= 2 else ""
-    if text.startswith("Object missing required field"):
-        return name, "missing_field", f"{name} is required"
-    if text.startswith("Object contains unknown field"):
-        return name, "unknown_field", f"unknown field {name!r}"
-    return "", "invalid_value", text
-
-
 def _feed(raw: msgspec.Raw, worker_id: str, rules: FeedRules, now: datetime) -> PriceFeed:
     """One item of ``feeds`` as a checked ``PriceFeed``, else ``_Invalid``."""
     try:
         item = _feed_decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        field, code, detail = _msgspec_problem(str(exc))
+        field, code, detail = msgspec_problem(str(exc))
         raise _Invalid(field or "feed", code, detail) from None
     if not _SOURCE.fullmatch(item.source):
         raise _Invalid("source", "bad_source", f"{item.source!r} is not 1-64 of [a-z0-9_.-]")
@@ -322,7 +308,7 @@ def _meta_amount(raw: msgspec.Raw, name: str) -> Decimal | None:
     try:
         value: Decimal | None = _amount_decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        _, code, detail = _msgspec_problem(str(exc))
+        _, code, detail = msgspec_problem(str(exc))
         raise _Invalid(f"metadata.{name}", code, detail) from None
     return value
 
@@ -337,7 +323,7 @@ def _exchange_time(raw: msgspec.Raw) -> datetime | None:
             return _utc(_time_decoder.decode(raw), field)
         ms = _amount_decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise _Invalid(field, "invalid_value", _msgspec_problem(str(exc))[2]) from None
+        raise _Invalid(field, "invalid_value", msgspec_problem(str(exc))[2]) from None
     assert ms is not None  # null was handled above
     if not ms.is_finite() or ms < 0 or ms.adjusted() >= _MAX_EPOCH_MS_DIGITS:
         raise _Invalid(field, "invalid_value", f"{ms} is not epoch milliseconds")

@@ -53,7 +53,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import secrets
 import sys
 from http import HTTPStatus
 from itertools import chain
@@ -69,7 +68,7 @@ from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import TCPServer
 
-from chrono.api.errors import ApiError, ErrorCode, error_body
+from chrono.api.errors import SAFE_HEADERS, ApiError, ErrorCode, error_body, request_id_of
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +98,6 @@ class ChronoConfig(HypercornConfig):
     request_head_timeout_s: float = REQUEST_HEAD_TIMEOUT_S
     max_target_bytes: int = MAX_TARGET_BYTES
     max_body_bytes: int = MAX_BODY_BYTES
-
-
-def _fresh_request_id() -> str:
-    return secrets.token_hex(8)  # as the app makes one
 
 
 def _h11_reason(error: BaseException | None) -> str:
@@ -365,7 +360,7 @@ class ChronoH11Protocol(H11Protocol):
         self, status: int, message: str, details: dict[str, Any], *, end: bool
     ) -> None:
         error = ApiError(ErrorCode.of_status(status), message, details)
-        request_id = self._request_id or _fresh_request_id()
+        request_id = request_id_of(self._request_id)  # as the app: the client's, if sane
         body = error_body(error, request_id)
         headers = chain(
             [
@@ -373,6 +368,7 @@ class ChronoH11Protocol(H11Protocol):
                 (b"content-length", b"%d" % len(body)),
                 (b"x-request-id", request_id.encode("latin-1")),
                 (b"connection", b"close"),
+                *((k.lower().encode(), v.encode()) for k, v in SAFE_HEADERS.items()),
             ],
             self.config.response_headers("h11"),
         )

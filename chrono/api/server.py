@@ -45,6 +45,7 @@ def hypercorn_config(server: ServerConfig) -> _Config:
     config.graceful_timeout = server.graceful_timeout_s
     config.tcp_user_timeout_ms = server.tcp_user_timeout_ms
     config.accesslog = None
+    config.include_server_header = False  # the app sends Server: chrono
     config.errorlog = logging.getLogger("hypercorn.error")  # into our own handlers
     config.keep_alive_max_requests = 100_000
     config.websocket_max_message_size = server.stream_max_message_bytes  # over it: 1009

@@ -7,7 +7,10 @@ and get ``{"type": "subscribed", "symbols": [...]}`` back; a bad command is answ
 A client's message is JSON in a text frame; a binary frame is read as the UTF-8 text it carries
 (one that is not UTF-8 is a bad command). Close codes: 1001 when the service stops or the hub
 cuts a slow client off, 1008 for a refused key, 1009 for a message over ``[server]
-stream_max_message_bytes``, 1011 when the handler fails.
+stream_max_message_bytes``, 1011 when the handler fails, 1013 (try again later) for a good key
+over a limit: its rate limit (a connection takes a token, as a request does), or ``[limits]
+stream_per_key`` / ``stream_total`` open streams (``Limiter.open_stream``). A refused client,
+whatever the reason, gets an ``error`` message first and is never counted by the hub.
 
 The handler accepts at once (Quart accepts lazily, which would leave the client hanging in the
 handshake: docs/stack.md, trap 2), and leaves by closing with one of those codes instead of
@@ -27,12 +30,13 @@ from typing import Literal
 
 import msgspec
 import trio
-from quart import websocket
+from quart import g, websocket
 from quart_trio import QuartTrio
 
-from chrono.api.auth import Role
+from chrono.api.auth import ApiKey, Role
 from chrono.api.context import ApiContext
 from chrono.api.errors import ApiError, ErrorCode
+from chrono.api.limits import StreamSlot
 from chrono.api.ws_protocol import utf8_length
 from chrono.model import is_canonical_symbol
 from chrono.pipeline.stream import StreamClient, encode_text
@@ -43,6 +47,7 @@ GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
 INTERNAL_ERROR = 1011
+TRY_AGAIN_LATER = 1013
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +87,20 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
 async def _serve_client(ctx: ApiContext) -> tuple[int, str]:
     """Auth, then the stream until the hub ends it; the close code and reason to leave with."""
     try:
-        await _authenticate(ctx)
+        key = await _authenticate(ctx)
     except ApiError as exc:
         if ctx.stopping.is_set():  # it was still to send its key: no 1008 for that
             return GOING_AWAY, "server going away"
         await websocket.send(_error(exc.code.name, exc.message))
         return POLICY_VIOLATION, exc.message[:100]
-    with ctx.hub.connected() as client:
+    g.key_name = key.name
+    try:
+        slot = _admit(ctx, key)
+    except ApiError as exc:
+        log.debug("stream refused: %s", exc.message, extra={"data": {"key": key.name}})
+        await websocket.send(_error(exc.code.name, exc.message))
+        return TRY_AGAIN_LATER, exc.message[:100]
+    with slot, ctx.hub.connected() as client:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_read_commands, ctx, client)
             await _pump(client)
@@ -105,7 +117,15 @@ async def _receive(ctx: ApiContext) -> str | bytes:
     return raw
 
 
-async def _authenticate(ctx: ApiContext) -> None:
+def _admit(ctx: ApiContext, key: ApiKey) -> StreamSlot:
+    """A token of the key's rate limit and a stream slot, or ``ApiError`` 429."""
+    state = ctx.limiter.take_key(key)
+    if state is not None and not state.allowed:
+        raise state.error()
+    return ctx.limiter.open_stream(key)
+
+
+async def _authenticate(ctx: ApiContext) -> ApiKey:
     key = websocket.args.get("key")
     if not key:
         raw = await _first_message(ctx)
@@ -113,7 +133,7 @@ async def _authenticate(ctx: ApiContext) -> None:
         if isinstance(command, str):
             raise ApiError(ErrorCode.UNAUTHORIZED, "first message must be an auth action")
         key = command.key if command is not None and command.action == "auth" else None
-    ctx.keys.require(key, {Role.PUBLIC})
+    return ctx.keys.require(key, {Role.PUBLIC})
 
 
 async def _first_message(ctx: ApiContext) -> str | bytes | None:

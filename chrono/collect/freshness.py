@@ -15,10 +15,24 @@ is stale is silent and is replaced.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+import msgspec
 
 RISE = 0.5  # weight of a gap longer than the estimate: lulls are learnt at once
 DECAY = 0.05  # weight of a shorter gap: the estimate forgets lulls slowly
+
+
+class FreshnessStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """One symbol's freshness as ``/status`` shows it."""
+
+    symbol: str
+    native_symbol: str
+    acked: bool
+    feeds: int
+    age_s: float | None  # since its last data frame; None before the first
+    threshold_s: float
+    stale: bool
+    resubscribes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,21 +106,21 @@ class Freshness:
         last = since if entry.last_data is None else max(entry.last_data, since)
         return now - last > patience * entry.threshold_s(self.rules)
 
-    def as_status(self, now: float) -> list[dict[str, Any]]:
+    def statistics(self, now: float) -> list[FreshnessStatistics]:
         out = []
         for entry in self.symbols.values():
             threshold = entry.threshold_s(self.rules)
             age = None if entry.last_data is None else round(now - entry.last_data, 3)
             out.append(
-                {
-                    "symbol": entry.symbol,
-                    "native_symbol": entry.native,
-                    "acked": entry.acked,
-                    "feeds": entry.feeds,
-                    "age_s": age,
-                    "threshold_s": round(threshold, 3),
-                    "stale": age is None or age > threshold,
-                    "resubscribes": entry.resubscribes,
-                }
+                FreshnessStatistics(
+                    symbol=entry.symbol,
+                    native_symbol=entry.native,
+                    acked=entry.acked,
+                    feeds=entry.feeds,
+                    age_s=age,
+                    threshold_s=round(threshold, 3),
+                    stale=age is None or age > threshold,
+                    resubscribes=entry.resubscribes,
+                )
             )
         return out

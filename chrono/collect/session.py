@@ -158,8 +158,7 @@ class Session:
                         watchdog.deadline = math.inf  # a slow pipeline is not a silent exchange
                         await _hand_off(link.intake, feeds)
                         refreshed = -math.inf
-                    stats.feeds_collected += len(feeds)
-                    stats.last_data_at = feeds[-1].received_at
+                    stats.count_feeds(feeds)
                 if now - refreshed >= refresh_s:
                     silence_s = freshness.connection_silence_s()
                     refresh_s = min(WATCHDOG_REFRESH_S, silence_s / 4)

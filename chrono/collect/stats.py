@@ -3,17 +3,44 @@
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
+import msgspec
 import trio
 
-from chrono.collect.freshness import Freshness
-from chrono.model import utc_now
+from chrono.collect.freshness import Freshness, FreshnessStatistics
+from chrono.histogram import Histogram
+from chrono.model import PriceFeed, utc_now
 
 SAMPLES_KEPT = 5  # invalid frames kept for /status
 SAMPLE_CHARS = 200
+
+
+class CollectorStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """A collector as ``/status`` shows it (``CollectorStats.statistics()``)."""
+
+    worker_id: str
+    exchange: str
+    symbols: list[str]
+    state: str
+    uptime_s: float | None
+    connections: int
+    reconnects: int
+    rotations: int
+    resubscribes: int
+    rate_limited: int
+    feeds_collected: int
+    last_data_at: datetime | None
+    last_data_age_s: float | None
+    stale_symbols: list[str]
+    freshness: list[FreshnessStatistics]
+    last_error: str | None
+    exchange_errors: int
+    invalid_frames: dict[str, int]
+    skipped_ticks: dict[str, int]
+    invalid_samples: list[str]
 
 
 @dataclass(slots=True)
@@ -38,37 +65,47 @@ class CollectorStats:
     skipped: Counter[str] = field(default_factory=Counter)
     samples: deque[str] = field(default_factory=lambda: deque(maxlen=SAMPLES_KEPT))
     freshness: Freshness | None = None
+    # exchange time -> received, per feed (/metrics: chrono_exchange_to_received_seconds)
+    exchange_latency: Histogram = field(default_factory=Histogram)
+
+    def count_feeds(self, feeds: Sequence[PriceFeed]) -> None:
+        """Feeds handed to the pipeline: counted, their exchange-to-receipt latency timed."""
+        observe = self.exchange_latency.observe
+        for feed in feeds:
+            observe((feed.received_at - feed.timestamp).total_seconds())
+        self.feeds_collected += len(feeds)
+        self.last_data_at = feeds[-1].received_at
 
     def count_invalid(self, reason: str, frame: str | bytes) -> None:
         self.invalid[reason] += 1
         text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
         self.samples.append(f"{reason}: {text[:SAMPLE_CHARS]}")
 
-    def as_dict(self) -> dict[str, Any]:
+    def statistics(self) -> CollectorStatistics:
         now = utc_now()
-        fresh = self.freshness.as_status(trio.current_time()) if self.freshness else []
-        return {
-            "worker_id": self.worker_id,
-            "exchange": self.exchange,
-            "symbols": self.symbols,
-            "state": self.state,
-            "uptime_s": _age_s(self.connected_at, now),
-            "connections": self.connections,
-            "reconnects": self.reconnects,
-            "rotations": self.rotations,
-            "resubscribes": self.resubscribes,
-            "rate_limited": self.rate_limited,
-            "feeds_collected": self.feeds_collected,
-            "last_data_at": self.last_data_at.isoformat() if self.last_data_at else None,
-            "last_data_age_s": _age_s(self.last_data_at, now),
-            "stale_symbols": [entry["symbol"] for entry in fresh if entry["stale"]],
-            "freshness": fresh,
-            "last_error": self.last_error,
-            "exchange_errors": self.exchange_errors,
-            "invalid_frames": dict(self.invalid),
-            "skipped_ticks": dict(self.skipped),
-            "invalid_samples": list(self.samples),
-        }
+        fresh = self.freshness.statistics(trio.current_time()) if self.freshness else []
+        return CollectorStatistics(
+            worker_id=self.worker_id,
+            exchange=self.exchange,
+            symbols=list(self.symbols),
+            state=self.state,
+            uptime_s=_age_s(self.connected_at, now),
+            connections=self.connections,
+            reconnects=self.reconnects,
+            rotations=self.rotations,
+            resubscribes=self.resubscribes,
+            rate_limited=self.rate_limited,
+            feeds_collected=self.feeds_collected,
+            last_data_at=self.last_data_at,
+            last_data_age_s=_age_s(self.last_data_at, now),
+            stale_symbols=[entry.symbol for entry in fresh if entry.stale],
+            freshness=fresh,
+            last_error=self.last_error,
+            exchange_errors=self.exchange_errors,
+            invalid_frames=dict(self.invalid),
+            skipped_ticks=dict(self.skipped),
+            invalid_samples=list(self.samples),
+        )
 
 
 def _age_s(then: datetime | None, now: datetime) -> float | None:

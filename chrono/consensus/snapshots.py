@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 import msgspec
 import trio
@@ -37,6 +36,17 @@ log = logging.getLogger(__name__)
 
 CATCH_UP = timedelta(hours=24)  # the furthest back a missed snapshot is still taken
 RESUME_ROWS = 10_000  # snapshots read back at a start to find the newest
+
+
+class SnapshotStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    symbols: int
+    interval_s: int
+    written: int
+    failures: int  # attempts that could not be taken or written (retried)
+    skipped: int  # boundaries older than CATCH_UP, given up
+    last_at: datetime | None
+    next_at: datetime | None
+    last_error: str | None
 
 
 class SnapshotTaker:
@@ -137,14 +147,14 @@ class SnapshotTaker:
         self.written += await self._writer.write_snapshots(snapshots)
         self.last_at = at
 
-    def statistics(self) -> dict[str, Any]:
-        return {
-            "symbols": len(self.symbols),
-            "interval_s": self._seconds,
-            "written": self.written,
-            "failures": self.failures,
-            "skipped": self.skipped,
-            "last_at": None if self.last_at is None else time_text(self.last_at),
-            "next_at": None if self._next is None else time_text(self._next),
-            "last_error": self.last_error,
-        }
+    def statistics(self) -> SnapshotStatistics:
+        return SnapshotStatistics(
+            symbols=len(self.symbols),
+            interval_s=self._seconds,
+            written=self.written,
+            failures=self.failures,
+            skipped=self.skipped,
+            last_at=self.last_at,
+            next_at=self._next,
+            last_error=self.last_error,
+        )

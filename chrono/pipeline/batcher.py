@@ -8,15 +8,20 @@ flushed and the writer's input closed, so a drain writes everything.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import msgspec
 import trio
 
 from chrono.config import BatchConfig
+from chrono.histogram import SIZE_BUCKETS, Histogram
 from chrono.model import PriceFeed
 
 _encoder = msgspec.json.Encoder()
+
+
+class BatcherStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    pending: int  # feeds in the batch being made
+    flushes: dict[str, int]  # by reason: count, interval, bytes, drain
 
 
 class Batcher:
@@ -34,6 +39,7 @@ class Batcher:
         self._pending_bytes = 0
         self._deadline = math.inf
         self.flushes: dict[str, int] = {"count": 0, "interval": 0, "bytes": 0, "drain": 0}
+        self.sizes = Histogram(SIZE_BUCKETS)  # feeds per batch
 
     async def run(self) -> None:
         while True:
@@ -81,7 +87,8 @@ class Batcher:
             return
         batch, self._pending, self._pending_bytes = self._pending, [], 0
         self.flushes[why] += 1
+        self.sizes.observe(len(batch))
         await self._batches.send(batch)
 
-    def statistics(self) -> dict[str, Any]:
-        return {"pending": len(self._pending), "flushes": dict(self.flushes)}
+    def statistics(self) -> BatcherStatistics:
+        return BatcherStatistics(pending=len(self._pending), flushes=dict(self.flushes))

@@ -4,14 +4,19 @@ batcher, once. A repeated feed (same source, symbol, timestamp, price) is droppe
 
 from __future__ import annotations
 
-from typing import Any
-
+import msgspec
 import trio
 
 from chrono.model import FeedKey, PriceFeed, RecentKeys
 from chrono.pipeline.channels import with_queued
 from chrono.pipeline.latest import LatestPrices
 from chrono.pipeline.stream import StreamHub
+
+
+class FanOutStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    feeds_in: int
+    duplicates_dropped: int
+
 
 MERGE_MAX_FEEDS = 1000  # feeds taken in one wake-up: amortizes the per-item channel cost
 
@@ -53,5 +58,5 @@ class FanOut:
         """Whether a feed with ``key`` passed lately (ingest counts it as a duplicate)."""
         return key in self._recent
 
-    def statistics(self) -> dict[str, Any]:
-        return {"feeds_in": self.feeds_in, "duplicates_dropped": self.duplicates}
+    def statistics(self) -> FanOutStatistics:
+        return FanOutStatistics(feeds_in=self.feeds_in, duplicates_dropped=self.duplicates)

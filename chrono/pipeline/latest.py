@@ -9,9 +9,16 @@ trade after every subscribe, and a replay must not move the price backwards.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+
+import msgspec
 
 from chrono.model import PriceFeed
+
+
+class LatestStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    symbols: int
+    sources: int  # (symbol, source) pairs held
+    updates: int
 
 
 class LatestPrices:
@@ -41,9 +48,9 @@ class LatestPrices:
             return sources.get(source)
         return max(sources.values(), key=lambda f: f.timestamp, default=None)
 
-    def statistics(self) -> dict[str, Any]:
-        return {
-            "symbols": len(self._by_symbol),
-            "sources": sum(len(s) for s in self._by_symbol.values()),
-            "updates": self.updates,
-        }
+    def statistics(self) -> LatestStatistics:
+        return LatestStatistics(
+            symbols=len(self._by_symbol),
+            sources=sum(len(s) for s in self._by_symbol.values()),
+            updates=self.updates,
+        )

@@ -7,7 +7,7 @@ that message, and past ``MAX_DROPS_IN_A_ROW`` it is cut off (its queue is closed
 sees the end and closes the socket). ``run`` sends the 30 s heartbeat.
 
 A client is counted from ``connected()`` to the end of its ``with`` block, however the block
-ends: ``statistics()["clients"]`` is the number of handlers inside one.
+ends: ``statistics().clients`` is the number of handlers inside one.
 """
 
 from __future__ import annotations
@@ -21,11 +21,19 @@ from typing import Any
 import msgspec
 import trio
 
+from chrono.histogram import Histogram
 from chrono.model import PriceFeed, WireFeed, time_text, to_wire, utc_now
 
 CLIENT_QUEUE_MESSAGES = 1000  # ~ a few seconds of a busy symbol set; then we drop
 MAX_DROPS_IN_A_ROW = 5000  # a client this far behind is cut off
 HEARTBEAT_INTERVAL_S = 30.0
+
+
+class StreamStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    clients: int  # open /stream connections with a good key
+    published: int
+    dropped: int  # messages a full client queue did not take
+    cut_off: int  # clients closed for being too slow
 
 
 class PriceUpdate(msgspec.Struct, tag_field="type", tag="price_update"):
@@ -75,6 +83,7 @@ class StreamHub:
         self._ids = itertools.count(1)
         self.published = 0
         self.cut_off = 0
+        self.streamed_latency = Histogram()  # received -> queued for the clients, per feed
         self._dropped_by_gone = 0  # drops of clients that have left, so the total never shrinks
         self._closed = False  # close_all() has run: a client connecting now is ended at once
 
@@ -98,9 +107,12 @@ class StreamHub:
     def publish(self, feeds: Iterable[PriceFeed]) -> None:
         if not self._clients:
             return
+        now = utc_now()
+        observe = self.streamed_latency.observe
         for feed in feeds:
             message = encode_text(PriceUpdate(to_wire(feed)))  # once, for every client
             self.published += 1
+            observe((now - feed.received_at).total_seconds())
             for client in self._clients:
                 if feed.symbol in client.symbols:
                     client.offer(message)
@@ -119,10 +131,10 @@ class StreamHub:
         for client in list(self._clients):
             client.send.close()
 
-    def statistics(self) -> dict[str, Any]:
-        return {
-            "clients": len(self._clients),
-            "published": self.published,
-            "dropped": self._dropped_by_gone + sum(c.dropped for c in self._clients),
-            "cut_off": self.cut_off,
-        }
+    def statistics(self) -> StreamStatistics:
+        return StreamStatistics(
+            clients=len(self._clients),
+            published=self.published,
+            dropped=self._dropped_by_gone + sum(c.dropped for c in self._clients),
+            cut_off=self.cut_off,
+        )

@@ -16,20 +16,33 @@ replayer stops at its first failure: what is left stays in the spool for the nex
 from __future__ import annotations
 
 import logging
-from typing import Any
 
+import msgspec
 import trio
 
 from chrono.backoff import Backoff
 from chrono.errors import SpoolError, StoreError
-from chrono.model import PriceFeed
+from chrono.histogram import Histogram
+from chrono.model import PriceFeed, utc_now
 from chrono.pipeline.channels import with_queued
 from chrono.store import Store
-from chrono.store.spool import Spool
+from chrono.store.spool import Spool, SpoolStatistics
 
 log = logging.getLogger(__name__)
 
 WRITE_MAX_FEEDS = 10_000  # batches queued while the store was busy go in one transaction
+
+
+class WriterStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    healthy: bool  # the store up and the spool empty
+    store: str  # up | down | replaying
+    feeds_written: int
+    feeds_replayed: int
+    duplicates_ignored: int
+    write_errors: int
+    spool_errors: int
+    last_error: str | None
+    spool: SpoolStatistics
 
 
 class IngestWriter:
@@ -56,6 +69,8 @@ class IngestWriter:
         self.write_errors = 0
         self.spool_errors = 0
         self.last_error: str | None = None
+        self.write_seconds = Histogram()  # one store transaction
+        self.stored_latency = Histogram()  # received -> committed, per feed
 
     @property
     def healthy(self) -> bool:
@@ -119,6 +134,7 @@ class IngestWriter:
         return True
 
     async def _write(self, batch: list[PriceFeed]) -> bool:
+        started = trio.current_time()
         try:
             added = await self._store.write(batch)
         except StoreError as exc:
@@ -134,6 +150,11 @@ class IngestWriter:
             log.info("store is back", extra={"data": {"spooled_batches": len(self.spool)}})
         self.store_up = True
         self._backoff.reset()
+        self.write_seconds.observe(trio.current_time() - started)
+        now = utc_now()
+        observe = self.stored_latency.observe
+        for feed in batch:
+            observe((now - feed.received_at).total_seconds())
         self.feeds_written += added
         self.duplicates_ignored += len(batch) - added
         return True
@@ -149,15 +170,15 @@ class IngestWriter:
             return "down"
         return "up" if self.spool.is_empty() else "replaying"
 
-    def statistics(self) -> dict[str, Any]:
-        return {
-            "healthy": self.healthy,
-            "store": self.state(),
-            "feeds_written": self.feeds_written,
-            "feeds_replayed": self.feeds_replayed,
-            "duplicates_ignored": self.duplicates_ignored,
-            "write_errors": self.write_errors,
-            "spool_errors": self.spool_errors,
-            "last_error": self.last_error,
-            "spool": self.spool.statistics(),
-        }
+    def statistics(self) -> WriterStatistics:
+        return WriterStatistics(
+            healthy=self.healthy,
+            store=self.state(),
+            feeds_written=self.feeds_written,
+            feeds_replayed=self.feeds_replayed,
+            duplicates_ignored=self.duplicates_ignored,
+            write_errors=self.write_errors,
+            spool_errors=self.spool_errors,
+            last_error=self.last_error,
+            spool=self.spool.statistics(),
+        )

@@ -12,6 +12,7 @@ from chrono.store.base import (
     RowKey,
     Store,
     StoreReader,
+    StoreStatistics,
     StoreWriter,
 )
 from chrono.store.postgres import PostgresStore
@@ -52,6 +53,7 @@ __all__ = [
     "Snapshot",
     "Store",
     "StoreReader",
+    "StoreStatistics",
     "StoreWriter",
     "open_store",
 ]

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
 
@@ -80,6 +80,22 @@ def feed_page(rows: Sequence[tuple[RowKey, PriceFeed]], limit: int) -> FeedPage:
     kept = rows[:limit]
     more = len(rows) > limit
     return FeedPage(feeds=[feed for _, feed in kept], next=kept[-1][0] if more else None)
+
+
+class StoreStatistics(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A store as ``/status`` shows it; each kind fills its own optional fields."""
+
+    kind: str
+    rows_written: int
+    batches_written: int
+    snapshots_written: int
+    ftso_answers_written: int
+    last_write_at: datetime | None
+    path: str | None = None  # SQLite
+    url: str | None = None  # PostgreSQL, password masked
+    timescaledb: str | None = None  # PostgreSQL: which path is in use, and why
+    connects: int | None = None  # PostgreSQL
+    broken_connections: int | None = None  # PostgreSQL
 
 
 class StoreReader(Protocol):
@@ -182,7 +198,7 @@ class StoreWriter(Protocol):
 
     async def aclose(self) -> None: ...
 
-    def statistics(self) -> dict[str, Any]: ...
+    def statistics(self) -> StoreStatistics: ...
 
 
 class Store(StoreWriter, StoreReader, Protocol):

@@ -37,6 +37,7 @@ from chrono.store.base import (
     Candle,
     FeedPage,
     RowKey,
+    StoreStatistics,
     check_limit,
     feed_page,
 )
@@ -329,19 +330,19 @@ class PostgresStore:
         await self._readers.aclose()
         self._ready = False
 
-    def statistics(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "url": masked_url(self.url),
-            "timescaledb": self.timescale.detail,
-            "rows_written": self.rows_written,
-            "batches_written": self.batches_written,
-            "snapshots_written": self.snapshots_written,
-            "ftso_answers_written": self.ftso_answers_written,
-            "last_write_at": self.last_write_at.isoformat() if self.last_write_at else None,
-            "connects": self._writer.connects + self._readers.connects,
-            "broken_connections": self._writer.broken + self._readers.broken,
-        }
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(
+            kind=self.kind,
+            url=masked_url(self.url),
+            timescaledb=self.timescale.detail,
+            rows_written=self.rows_written,
+            batches_written=self.batches_written,
+            snapshots_written=self.snapshots_written,
+            ftso_answers_written=self.ftso_answers_written,
+            last_write_at=self.last_write_at,
+            connects=self._writer.connects + self._readers.connects,
+            broken_connections=self._writer.broken + self._readers.broken,
+        )
 
     async def _read(self, query: Callable[[Connection], T]) -> T:
         await self.open()

@@ -40,6 +40,18 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[PriceFeed])
 
 
+class SpoolStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    folder: str
+    batches: int
+    bytes: int
+    max_bytes: int
+    fill: float  # bytes / max_bytes
+    batches_spooled: int
+    feeds_spooled: int
+    corrupt: int  # files set aside in corrupt/
+    full_waits: int
+
+
 @dataclass(frozen=True, slots=True)
 class Segment:
     seq: int
@@ -173,18 +185,18 @@ class Spool:
             )
         self.alert_level = max(self.alert_level, reached)
 
-    def statistics(self) -> dict[str, Any]:
-        return {
-            "folder": str(self.folder),
-            "batches": len(self._segments),
-            "bytes": self.bytes,
-            "max_bytes": self.max_bytes,
-            "fill": round(self.fill(), 4),
-            "batches_spooled": self.batches_spooled,
-            "feeds_spooled": self.feeds_spooled,
-            "corrupt": self.corrupt,
-            "full_waits": self.full_waits,
-        }
+    def statistics(self) -> SpoolStatistics:
+        return SpoolStatistics(
+            folder=str(self.folder),
+            batches=len(self._segments),
+            bytes=self.bytes,
+            max_bytes=self.max_bytes,
+            fill=round(self.fill(), 4),
+            batches_spooled=self.batches_spooled,
+            feeds_spooled=self.feeds_spooled,
+            corrupt=self.corrupt,
+            full_waits=self.full_waits,
+        )
 
     @staticmethod
     async def _io(fn: Callable[..., T], *args: Any) -> T:

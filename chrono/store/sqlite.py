@@ -33,6 +33,7 @@ from chrono.store.base import (
     Candle,
     FeedPage,
     RowKey,
+    StoreStatistics,
     check_limit,
     feed_page,
 )
@@ -462,16 +463,16 @@ class SQLiteStore:
                 await self._in_thread(lock, conn.close)
         self._writer = self._reader = None
 
-    def statistics(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "path": str(self.path),
-            "rows_written": self.rows_written,
-            "batches_written": self.batches_written,
-            "snapshots_written": self.snapshots_written,
-            "ftso_answers_written": self.ftso_answers_written,
-            "last_write_at": self.last_write_at.isoformat() if self.last_write_at else None,
-        }
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(
+            kind=self.kind,
+            path=str(self.path),
+            rows_written=self.rows_written,
+            batches_written=self.batches_written,
+            snapshots_written=self.snapshots_written,
+            ftso_answers_written=self.ftso_answers_written,
+            last_write_at=self.last_write_at,
+        )
 
     async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         if self._reader is None:
