@@ -18,7 +18,8 @@ import trio
 
 from chrono import __version__
 from chrono.client import base_url, fetch_status
-from chrono.config import Config, load_config, masked
+from chrono.config import Config
+from chrono.configure import load_config, masked
 from chrono.errors import ChronoError, ConfigError, DaemonUnreachable, SchemaTooNew, StoreError
 from chrono.logs import configure_logging
 from chrono.model import is_canonical_symbol

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import trio
 
-from chrono.config import Config, parse_config
+from chrono.config import Config
+from chrono.configure import parse_config
 from chrono.service import Service
 from chrono.testing.postgres import PostgresCluster, start_cluster
 

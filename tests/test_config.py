@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from chrono.cli import main
-from chrono.config import load_config
+from chrono.configure import load_config
 from chrono.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,3 +234,30 @@ def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "(top level): Object contains unknown field `x`" in result.stderr
+
+
+def test_config_is_a_leaf() -> None:
+    """The Structs know no exchange, store or route: only the feed model's rules and bounds."""
+    tree = ast.parse((REPO / "chrono" / "config.py").read_text())
+    imported = {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    } | {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    assert {m for m in imported if m.startswith("chrono")} == {"chrono.model"}
+
+
+def test_stores_are_found_by_url_scheme(tmp_path: Path) -> None:
+    from chrono.store import PostgresStore, SQLiteStore, open_store
+    from chrono.store.backends import BACKENDS
+
+    sqlite = load_config(write(tmp_path, GOOD + '[storage]\nurl = "sqlite:///x/chrono.db"\n'))
+    postgres = load_config(write(tmp_path, GOOD + '[storage]\nurl = "postgres://u@h/db"\n'))
+    assert isinstance(open_store(sqlite.storage), SQLiteStore)
+    assert isinstance(open_store(postgres.storage), PostgresStore)
+    assert sqlite.storage.url == f"sqlite:///{tmp_path / 'x' / 'chrono.db'}"  # resolved by it
+    assert postgres.storage.url == "postgres://u@h/db"
+    assert [b.name for b in BACKENDS] == ["sqlite", "postgresql"]

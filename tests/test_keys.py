@@ -20,7 +20,8 @@ from websockets.trio.client import ClientConnection, connect
 
 from chrono.api.auth import ApiKey, Keys, Role
 from chrono.cli import main
-from chrono.config import AuthConfig, KeyConfig, load_config
+from chrono.config import AuthConfig, KeyConfig
+from chrono.configure import load_config
 from chrono.logs import JsonFormatter
 from tests.conftest import ADMIN_KEY, INTERNAL_KEY, PUBLIC_KEY
 from tests.dataapi import running_api

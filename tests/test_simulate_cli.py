@@ -12,7 +12,7 @@ import pytest
 import trio
 from websockets.trio.client import connect
 
-from chrono.config import parse_config
+from chrono.configure import parse_config
 from chrono.exchanges import EXCHANGES
 from chrono.model import utc_now
 

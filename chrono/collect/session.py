@@ -30,7 +30,7 @@ from chrono.collect.pacing import Pacer, WindowCap
 from chrono.collect.stats import CollectorStats
 from chrono.config import CollectorConfig
 from chrono.errors import FeedConnectionError, FeedSilent, InvalidFeed, InvalidFrame
-from chrono.exchanges import Adapter, Exchange, FrameKind, ParsedFrame
+from chrono.exchanges import Adapter, Exchange, FrameKind, ParsedFrame, endpoint
 from chrono.model import FeedRules, PriceFeed, utc_now
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class Session:
         link = self.link
         try:
             with self._scope:
-                url, timeout = link.config.endpoint, link.config.open_timeout_s
+                url, timeout = endpoint(link.config), link.config.open_timeout_s
                 async with open_feed(url, open_timeout_s=timeout) as conn:
                     await self._stream(conn)
         except FeedConnectionError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from chrono.exchanges import binance, bitstamp, bybit, coinbase, gemini, kraken, okx
 from chrono.exchanges.base import Adapter, Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
 
@@ -19,4 +21,22 @@ EXCHANGES: dict[str, Exchange] = {
     )
 }
 
-__all__ = ["EXCHANGES", "Adapter", "Exchange", "FrameKind", "Limits", "ParsedFrame", "SymbolMap"]
+if TYPE_CHECKING:
+    from chrono.config import CollectorConfig
+
+
+def endpoint(collector: CollectorConfig) -> str:
+    """Where a collector connects: its own ``url``, else its exchange's (and wire version's)."""
+    return collector.url or EXCHANGES[collector.exchange].protocol(collector.protocol).default_url
+
+
+__all__ = [
+    "EXCHANGES",
+    "Adapter",
+    "Exchange",
+    "FrameKind",
+    "Limits",
+    "ParsedFrame",
+    "SymbolMap",
+    "endpoint",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from chrono.store.backends import backend_for
 from chrono.store.base import (
     INTERVALS,
     Candle,
@@ -18,28 +19,18 @@ from chrono.store.base import (
 from chrono.store.postgres import PostgresStore
 from chrono.store.snapshots import FtsoAnswer, Snapshot
 from chrono.store.sqlite import SQLiteStore
-from chrono.store.timescale import TimescaleSettings
 
 if TYPE_CHECKING:
     from chrono.config import StorageConfig
 
 
 def open_store(storage: StorageConfig) -> Store:
-    """The store ``storage.url`` names (not yet connected: ``await store.open()``)."""
-    url = storage.url
-    if url.startswith("sqlite:///"):
-        return SQLiteStore(url.removeprefix("sqlite:///"))
-    timescale = TimescaleSettings(
-        mode=storage.timescaledb,
-        compress_after_days=storage.compress_after_days,
-        retention_days=storage.retention_days,
-    )
-    return PostgresStore(
-        url,
-        pool_size=storage.pool_size,
-        connect_timeout_s=storage.connect_timeout_s,
-        timescale=timescale,
-    )
+    """The store ``storage.url`` names (not yet connected: ``await store.open()``); the URL
+    was checked at config load, so its backend exists."""
+    backend = backend_for(storage.url)
+    if backend is None:
+        raise ValueError(f"no store backend for {storage.url!r}")
+    return backend.open(storage)
 
 
 __all__ = [
