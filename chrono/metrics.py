@@ -161,6 +161,21 @@ def _collectors(s: Scrape) -> Iterator[Metric]:
         if c.last_data_at is not None:
             last.add_metric([c.worker_id], c.last_data_at.timestamp())
     yield from (feeds, reconnects, up, last)
+    feeds_by = CounterMetricFamily(
+        "chrono_feeds",
+        "Feeds by source and what became of them: collected, duplicate (dropped by the "
+        "fan-out), written (in a committed store batch)",
+        labels=["source", "result"],
+    )
+    collected: dict[str, int] = {}
+    for c in collectors:
+        collected[c.exchange] = collected.get(c.exchange, 0) + c.feeds_collected
+    p = s.status.pipeline
+    for result, counts in (("collected", collected), ("duplicate", p.fanout.duplicates_by_source),
+                           ("written", p.writer.written_by_source)):  # fmt: skip
+        for source, count in sorted(counts.items()):
+            feeds_by.add_metric([source, result], count)
+    yield feeds_by
     invalid = CounterMetricFamily("chrono_feeds_invalid", "Frames or feeds refused, by reason",
                                   labels=["source", "reason"])  # fmt: skip
     for exchange, stats in s.status.exchanges.items():

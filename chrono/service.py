@@ -253,6 +253,7 @@ class Service:
                 snapshots=self.snapshots.statistics(),
             ),
             store=self.store.statistics(),
+            limits=self.api.limiter.statistics(),
             supervisor=[
                 ChildStatistics(
                     name=c.name, state=c.state, restarts=c.restarts, last_error=c.last_error
@@ -269,8 +270,9 @@ class Service:
             consensus = await self.aggregator.live(symbols) if symbols else []
         except StoreError:
             consensus = []
+        status = self.status()
         scrape = Scrape(
-            status=self.status(),
+            status=status,
             exchange_latency={
                 c.worker_id: c.exchange_latency.statistics() for c in self.collectors
             },
@@ -286,7 +288,7 @@ class Service:
             consensus=consensus,
             http_requests=self.api.http_stats.requests(),
             http_seconds=self.api.http_stats.seconds(),
-            rate_limited=self.api.limiter.statistics().rate_limited,
+            rate_limited=status.limits.rate_limited,
         )
         return exposition(scrape)
 

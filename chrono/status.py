@@ -59,6 +59,15 @@ class ChildStatistics(msgspec.Struct, frozen=True, kw_only=True):
     last_error: str | None
 
 
+class LimiterStats(msgspec.Struct, frozen=True):
+    """The API's rate limiter (``chrono.api.limits``)."""
+
+    rate_limited: dict[str, int]  # refused requests by role: internal, public, admin, unkeyed
+    streams_open: int  # /stream connections holding a slot
+    streams_refused: int  # refused for stream_per_key or stream_total
+    address_buckets: int
+
+
 class StatusReport(msgspec.Struct, frozen=True, kw_only=True):
     service: ServiceStatistics
     collectors: list[CollectorStatistics]
@@ -66,6 +75,7 @@ class StatusReport(msgspec.Struct, frozen=True, kw_only=True):
     pipeline: PipelineStatistics
     consensus: ConsensusStatistics
     store: StoreStatistics
+    limits: LimiterStats
     supervisor: list[ChildStatistics]
 
 

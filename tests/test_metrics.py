@@ -89,6 +89,12 @@ async def test_a_live_scrape_passes_promtool_and_agrees_with_the_store(
     assert collected == got["chrono_feeds_received_total", ()]
     stored_count = got["chrono_received_to_stored_seconds_count", ()]
     assert stored_count == rows + got["chrono_store_duplicates_ignored_total", ()]
+    by_source = {k[1]: v for k, v in got.items() if k[0] == "chrono_feeds_total"}
+    assert by_source[(("result", "collected"), ("source", "coinbase"))] == collected
+    written = by_source[(("result", "written"), ("source", "coinbase"))]
+    assert written == stored_count  # every committed feed, by its source
+    duplicate = by_source.get((("result", "duplicate"), ("source", "coinbase")), 0)
+    assert duplicate == got["chrono_feeds_duplicate_total", ()]
     assert got["chrono_store_up", ()] == 1
     assert got["chrono_collector_streaming", (("collector", "coinbase"),)] == 1
     assert got["chrono_http_requests_total", (("method", "GET"), ("route", "/prices/latest"),

@@ -33,6 +33,7 @@ import trio
 from chrono.api.auth import ApiKey, Role
 from chrono.api.errors import ApiError, ErrorCode
 from chrono.config import LimitsConfig
+from chrono.status import LimiterStats
 
 ADDRESS_IDLE_S = 60.0  # a bucket refills from empty to full in a minute, whatever its limit
 MAX_ADDRESS_BUCKETS = 100_000
@@ -93,13 +94,6 @@ class TokenBucket:
             reset_s=max(0, math.ceil((self.limit - tokens) / self._rate - 1e-6)),
             retry_after_s=retry_after,
         )
-
-
-class LimiterStats(msgspec.Struct, frozen=True):
-    rate_limited: dict[str, int]  # refused requests by role: internal, public, admin, unkeyed
-    streams_open: int  # /stream connections holding a slot
-    streams_refused: int  # refused for stream_per_key or stream_total
-    address_buckets: int
 
 
 class StreamSlot:

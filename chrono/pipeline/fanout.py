@@ -4,6 +4,8 @@ batcher, once. A repeated feed (same source, symbol, timestamp, price) is droppe
 
 from __future__ import annotations
 
+from collections import Counter
+
 import msgspec
 import trio
 
@@ -16,6 +18,7 @@ from chrono.pipeline.stream import StreamHub
 class FanOutStatistics(msgspec.Struct, frozen=True, kw_only=True):
     feeds_in: int
     duplicates_dropped: int
+    duplicates_by_source: dict[str, int]
 
 
 MERGE_MAX_FEEDS = 1000  # feeds taken in one wake-up: amortizes the per-item channel cost
@@ -38,6 +41,7 @@ class FanOut:
         self._recent = RecentKeys()  # lives on the instance, so it survives a restart of run()
         self.feeds_in = 0
         self.duplicates = 0
+        self._by_source: Counter[str] = Counter()  # duplicates by source
 
     async def run(self) -> None:
         """Until the intake ends; then closes the batcher's input so it drains."""
@@ -46,7 +50,10 @@ class FanOut:
             feeds = with_queued(first, self._intake, MERGE_MAX_FEEDS)
             self.feeds_in += len(feeds)
             fresh = [feed for feed in feeds if recent.first_time(feed.key())]
-            self.duplicates += len(feeds) - len(fresh)
+            if len(fresh) != len(feeds):  # rare: the loop over the repeats only then
+                self.duplicates += len(feeds) - len(fresh)
+                kept = {id(feed) for feed in fresh}
+                self._by_source.update(f.source for f in feeds if id(f) not in kept)
             if not fresh:
                 continue
             self._latest.update(fresh)
@@ -59,4 +66,8 @@ class FanOut:
         return key in self._recent
 
     def statistics(self) -> FanOutStatistics:
-        return FanOutStatistics(feeds_in=self.feeds_in, duplicates_dropped=self.duplicates)
+        return FanOutStatistics(
+            feeds_in=self.feeds_in,
+            duplicates_dropped=self.duplicates,
+            duplicates_by_source=dict(self._by_source),
+        )

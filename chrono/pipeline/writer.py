@@ -16,6 +16,7 @@ replayer stops at its first failure: what is left stays in the spool for the nex
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import msgspec
 import trio
@@ -43,6 +44,7 @@ class WriterStatistics(msgspec.Struct, frozen=True, kw_only=True):
     spool_errors: int
     last_error: str | None
     spool: SpoolStatistics
+    written_by_source: dict[str, int]  # feeds in committed batches (the store's repeats too)
 
 
 class IngestWriter:
@@ -71,6 +73,7 @@ class IngestWriter:
         self.last_error: str | None = None
         self.write_seconds = Histogram()  # one store transaction
         self.stored_latency = Histogram()  # received -> committed, per feed
+        self._written_by_source: Counter[str] = Counter()  # feeds in committed batches
 
     @property
     def healthy(self) -> bool:
@@ -152,9 +155,10 @@ class IngestWriter:
         self._backoff.reset()
         self.write_seconds.observe(trio.current_time() - started)
         now = utc_now()
-        observe = self.stored_latency.observe
+        observe, by_source = self.stored_latency.observe, self._written_by_source
         for feed in batch:
             observe((now - feed.received_at).total_seconds())
+            by_source[feed.source] += 1
         self.feeds_written += added
         self.duplicates_ignored += len(batch) - added
         return True
@@ -181,4 +185,5 @@ class IngestWriter:
             spool_errors=self.spool_errors,
             last_error=self.last_error,
             spool=self.spool.statistics(),
+            written_by_source=dict(self._written_by_source),
         )
