@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from quart import Response
@@ -21,8 +21,16 @@ from quart_trio import QuartTrio
 
 from chrono.api.context import ApiContext, elapsed_ms, json_response, query, symbol_list
 from chrono.api.errors import ApiError, ErrorCode
-from chrono.api.prices import MAX_CANDLE_SPAN, UtcTime
-from chrono.consensus import Method, to_json
+from chrono.api.prices import MAX_CANDLE_SPAN, UtcTime, in_utc
+from chrono.api.schema import (
+    ConsensusBody,
+    ConsensusItem,
+    HistoryBody,
+    consensus_item,
+    snapshot_item,
+    stored_row,
+)
+from chrono.consensus import Method
 from chrono.model import utc_now
 
 MAX_AGE_LIMIT_MS = 7 * 86_400_000  # a window wider than a week is no "latest" price
@@ -48,20 +56,25 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
     async def consensus() -> Response:
         started = time.perf_counter()
         asked = query(ConsensusQuery)
+        if asked.timestamp is not None:
+            asked = msgspec.structs.replace(asked, timestamp=in_utc(asked.timestamp, "timestamp"))
         symbols = symbol_list(asked.symbols)
         if asked.timestamp is None:
             found = await ctx.aggregator.live(
                 symbols, method=asked.method, max_age_ms=asked.max_age_ms
             )
-            data = [{**to_json(c), "snapshot": False} for c in found]
+            data = [consensus_item(c) for c in found]
         else:
             data = await _as_of(ctx, symbols, asked)
-        return json_response({"data": data, "latency_ms": elapsed_ms(started)})
+        return json_response(ConsensusBody(data=data, latency_ms=elapsed_ms(started)))
 
     @app.get("/aggregates/history")
     async def history() -> Response:
         started = time.perf_counter()
         asked = query(HistoryQuery)
+        asked = msgspec.structs.replace(
+            asked, start=in_utc(asked.start, "from"), end=in_utc(asked.end, "to")
+        )
         symbols = symbol_list(asked.symbol)
         if len(symbols) != 1:
             raise ApiError(ErrorCode.VALIDATION_ERROR, "symbol takes one symbol",
@@ -72,24 +85,24 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
         snapshots = await ctx.reader.snapshots_between(
             symbols[0], asked.start, asked.end, limit=asked.limit
         )
-        data = [msgspec.json.decode(s.body) for s in snapshots]
-        body = {"data": data, "count": len(data), "latency_ms": elapsed_ms(started)}
-        return json_response(body)
+        rows = [stored_row(s.body) for s in snapshots]
+        return json_response(HistoryBody(data=rows, count=len(rows),
+                                         latency_ms=elapsed_ms(started)))  # fmt: skip
 
 
-async def _as_of(ctx: ApiContext, symbols: list[str], asked: ConsensusQuery) -> list[Any]:
+async def _as_of(ctx: ApiContext, symbols: list[str], asked: ConsensusQuery) -> list[ConsensusItem]:
     when = asked.timestamp
     assert when is not None
     if when > utc_now() + FUTURE_SLACK:
         raise ApiError(ErrorCode.VALIDATION_ERROR, "timestamp is in the future",
                        {"parameter": "timestamp"})  # fmt: skip
-    stored: dict[str, Any] = {}
+    stored: dict[str, ConsensusItem] = {}
     if asked.method is None and asked.max_age_ms is None:
         for snapshot in await ctx.reader.snapshots_at(symbols, when):
-            stored[snapshot.symbol] = {**msgspec.json.decode(snapshot.body), "snapshot": True}
+            stored[snapshot.symbol] = snapshot_item(snapshot.body)
     rest = [s for s in symbols if s not in stored]
     computed = await ctx.aggregator.at(rest, when, method=asked.method,
                                        max_age_ms=asked.max_age_ms)  # fmt: skip
     for c in computed:
-        stored[c.symbol] = {**to_json(c), "snapshot": False}
+        stored[c.symbol] = consensus_item(c)
     return [stored[s] for s in symbols]

@@ -61,7 +61,7 @@ def roles_for(path: str, table: RouteRoles = ROUTE_ROLES) -> frozenset[Role] | N
 
 
 def create_app(ctx: ApiContext) -> QuartTrio:
-    from chrono.api import aggregates, ftso, ingest, metrics, ops, prices, stream
+    from chrono.api import aggregates, ftso, ingest, metrics, openapi, ops, prices, stream
 
     table = ROUTE_ROLES + (FTSO_ROLES if ctx.ftso.require_key else ())
 
@@ -146,6 +146,7 @@ def create_app(ctx: ApiContext) -> QuartTrio:
     aggregates.register(app, ctx)
     ftso.register(app, ctx)
     ops.register(app, ctx)
+    openapi.register(app, ctx)
     metrics.register(app, ctx)
     stream.register(app, ctx)
     return app

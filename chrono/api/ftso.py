@@ -17,7 +17,8 @@ only with ``[ftso] require_key``.
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from decimal import Decimal
+from typing import Annotated
 
 import msgspec
 from quart import Response, request
@@ -25,6 +26,15 @@ from quart_trio import QuartTrio
 
 from chrono.api.context import MAX_SYMBOLS, ApiContext, json_response
 from chrono.api.errors import ApiError, ErrorCode
+from chrono.api.schema import (
+    AnsweredValue,
+    CurrentValues,
+    FeedRef,
+    FeedValue,
+    RoundAnswers,
+    RoundValues,
+    stored_row,
+)
 from chrono.consensus import Consensus, to_json
 from chrono.errors import StoreError
 from chrono.model import decimal_text, is_canonical_symbol, time_text, utc_now
@@ -33,6 +43,11 @@ from chrono.store import FtsoAnswer
 log = logging.getLogger(__name__)
 
 _number = msgspec.json.Encoder(decimal_format="number")
+
+# Voting round ids are uint32 in the FTSO protocol: a larger one is refused (a 400 to answer,
+# never answered to read back) rather than overflowing the store's integer column.
+MAX_ROUND_ID = 2**32 - 1
+ROUND_RULE = "/feed-values/<int:voting_round_id>"
 
 
 class FeedId(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -51,37 +66,42 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
     if not ctx.ftso.enabled:
         return
 
-    @app.post("/feed-values/<int:voting_round_id>")
+    @app.post(ROUND_RULE)
     async def round_values(voting_round_id: int) -> Response:
+        if voting_round_id > MAX_ROUND_ID:
+            raise ApiError(ErrorCode.VALIDATION_ERROR, f"votingRoundId is at most {MAX_ROUND_ID}",
+                           {"votingRoundId": voting_round_id})  # fmt: skip
         feeds = await _feeds()
         found = await _consensus(ctx, feeds)
         await _record(ctx, voting_round_id, feeds, found)
-        body = {"votingRoundId": voting_round_id, "data": _data(feeds, found)}
+        body = RoundValues(votingRoundId=voting_round_id, data=_data(feeds, found))
         return Response(_number.encode(body), content_type="application/json")
 
     @app.post("/feed-values/")
     async def current_values() -> Response:
         feeds = await _feeds()
         found = await _consensus(ctx, feeds)
-        return Response(_number.encode({"data": _data(feeds, found)}),
+        return Response(_number.encode(CurrentValues(data=_data(feeds, found))),
                         content_type="application/json")  # fmt: skip
 
-    @app.get("/feed-values/<int:voting_round_id>")
+    @app.get(ROUND_RULE)
     async def answered(voting_round_id: int) -> Response:
-        answers = await ctx.reader.ftso_round(voting_round_id)
+        answers = (
+            await ctx.reader.ftso_round(voting_round_id) if voting_round_id <= MAX_ROUND_ID else []
+        )
         if not answers:
             raise ApiError(ErrorCode.NOT_FOUND, f"round {voting_round_id} was not answered",
                            {"votingRoundId": voting_round_id})  # fmt: skip
         data = [
-            {
-                "feed": {"category": a.category, "name": a.name},
-                "value": None if a.value is None else decimal_text(a.value),
-                "answered_at": time_text(a.answered_at),
-                "consensus": None if a.body is None else msgspec.json.decode(a.body),
-            }
+            AnsweredValue(
+                feed=FeedRef(category=a.category, name=a.name),
+                value=None if a.value is None else decimal_text(a.value),
+                answered_at=time_text(a.answered_at),
+                consensus=None if a.body is None else stored_row(a.body),
+            )
             for a in answers
         ]
-        return json_response({"votingRoundId": voting_round_id, "data": data})
+        return json_response(RoundAnswers(votingRoundId=voting_round_id, data=data))
 
 
 async def _feeds() -> list[FeedId]:
@@ -97,15 +117,15 @@ async def _consensus(ctx: ApiContext, feeds: list[FeedId]) -> dict[str, Consensu
     return {c.symbol: c for c in await ctx.aggregator.live(names)} if names else {}
 
 
-def _value(consensus: Consensus | None) -> Any:
+def _value(consensus: Consensus | None) -> Decimal | None:
     if consensus is None or consensus.status != "ok":
         return None
     return consensus.price
 
 
-def _data(feeds: list[FeedId], found: dict[str, Consensus]) -> list[dict[str, Any]]:
+def _data(feeds: list[FeedId], found: dict[str, Consensus]) -> list[FeedValue]:
     return [
-        {"feed": {"category": f.category, "name": f.name}, "value": _value(found.get(f.name))}
+        FeedValue(feed=FeedRef(category=f.category, name=f.name), value=_value(found.get(f.name)))
         for f in feeds
     ]
 

@@ -14,29 +14,30 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from chrono.api.context import ApiContext, json_response
+from chrono.api.schema import HealthBody, LiveBody, ReadyBody
 from chrono.model import time_text, utc_now
 
 
 def register(app: QuartTrio, ctx: ApiContext) -> None:
     @app.get("/live")
     async def live() -> Response:
-        return json_response({"status": "alive", "timestamp": time_text(utc_now())})
+        return json_response(LiveBody(status="alive", timestamp=time_text(utc_now())))
 
     @app.get("/ready")
     async def ready() -> Response:
         report = ctx.ready()
-        body = {
-            "status": "ready" if report.ready else "not_ready",
-            "timestamp": time_text(utc_now()),
-            "checks": msgspec.to_builtins(report.checks),
-            "failed": [c.name for c in report.checks if not c.ok],
-        }
+        body = ReadyBody(
+            status="ready" if report.ready else "not_ready",
+            timestamp=time_text(utc_now()),
+            checks=report.checks,
+            failed=[c.name for c in report.checks if not c.ok],
+        )
         return json_response(body, 200 if report.ready else 503)
 
     @app.get("/health")
     async def health() -> Response:
-        body = ctx.health()
-        return json_response(body, 503 if body["status"] == "unhealthy" else 200)
+        body = msgspec.convert(ctx.health(), HealthBody)
+        return json_response(body, 503 if body.status == "unhealthy" else 200)
 
     @app.get("/status")
     async def status() -> Response:

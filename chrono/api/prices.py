@@ -17,9 +17,9 @@ import base64
 import binascii
 import statistics
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from quart import Response
@@ -27,6 +27,14 @@ from quart_trio import QuartTrio
 
 from chrono.api.context import ApiContext, elapsed_ms, json_response, query, symbol_list
 from chrono.api.errors import ApiError, ErrorCode
+from chrono.api.schema import (
+    CandleItem,
+    LatestBody,
+    LatestItem,
+    RangeCandleBody,
+    RangeRawBody,
+    RawItem,
+)
 from chrono.model import PriceFeed, decimal_text, time_text, utc_now
 from chrono.store import INTERVALS, Candle, RowKey
 from chrono.store.candles import bucket_start
@@ -54,6 +62,16 @@ class RangeQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cursor: str | None = None
 
 
+def in_utc(value: datetime, parameter: str) -> datetime:
+    """A time given with any offset, in UTC (the engine and the stores compare UTC times); a
+    400 for one whose UTC falls outside datetime's years 1..9999."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ApiError(ErrorCode.VALIDATION_ERROR, f"{parameter}: out of range in UTC",
+                       {"parameter": parameter}) from None  # fmt: skip
+
+
 class _Cursor(msgspec.Struct, frozen=True, array_like=True):
     """Where the next page starts, and the query it belongs to (a cursor of another is a 400)."""
 
@@ -71,42 +89,44 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
         asked = query(LatestQuery)
         symbols = symbol_list(asked.symbols)
         found = await _latest(ctx, symbols, asked.source)
-        cached = [item.pop("_cached") for item in found.values()]
-        body = {
-            "data": [found[s] for s in symbols if s in found],
-            "missing": [s for s in symbols if s not in found],
-            "cached": all(cached) and len(found) == len(symbols),
-            "latency_ms": elapsed_ms(started),
-        }
+        body = LatestBody(
+            data=[found[s][0] for s in symbols if s in found],
+            missing=[s for s in symbols if s not in found],
+            cached=all(cached for _, cached in found.values()) and len(found) == len(symbols),
+            latency_ms=elapsed_ms(started),
+        )
         return json_response(body)
 
     @app.get("/prices/range")
     async def price_range() -> Response:
         started = time.perf_counter()
         asked = query(RangeQuery)
+        asked = msgspec.structs.replace(
+            asked, start=in_utc(asked.start, "from"), end=in_utc(asked.end, "to")
+        )
         (symbol,) = _one_symbol(asked.symbol)
         start = asked.start if asked.cursor is None else _resume(asked, symbol)
         _check_span(asked)
+        body: RangeRawBody | RangeCandleBody
         if asked.interval is None:
-            data, next_cursor = await _raw(ctx, asked, symbol, start)
+            raw, next_cursor = await _raw(ctx, asked, symbol, start)
+            body = RangeRawBody(data=raw, interval="raw", count=len(raw), next=next_cursor,
+                                latency_ms=elapsed_ms(started))  # fmt: skip
         else:
-            data, next_cursor = await _candles(ctx, asked, symbol, start)
-        body = {
-            "data": data,
-            "interval": asked.interval or "raw",
-            "count": len(data),
-            "next": next_cursor,
-            "latency_ms": elapsed_ms(started),
-        }
+            candles, next_cursor = await _candles(ctx, asked, symbol, start)
+            body = RangeCandleBody(data=candles, interval=asked.interval, count=len(candles),
+                                   next=next_cursor, latency_ms=elapsed_ms(started))  # fmt: skip
         return json_response(body)
 
 
-async def _latest(
-    ctx: ApiContext, symbols: list[str], source: str | None
-) -> dict[str, dict[str, Any]]:
+# A symbol's latest item, and whether it was answered from memory.
+Found = tuple[LatestItem, bool]
+
+
+async def _latest(ctx: ApiContext, symbols: list[str], source: str | None) -> dict[str, Found]:
     now = utc_now()
     max_age = timedelta(milliseconds=ctx.consensus.max_age_ms)
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Found] = {}
     if source is not None:
         held = {s: f for s in symbols if (f := ctx.latest.get(s, source)) is not None}
         rest = [s for s in symbols if s not in held]
@@ -135,9 +155,7 @@ async def _latest(
     return out
 
 
-def _aggregate(
-    symbol: str, feeds: list[PriceFeed], now: datetime, *, cached: bool
-) -> dict[str, Any]:
+def _aggregate(symbol: str, feeds: list[PriceFeed], now: datetime, *, cached: bool) -> Found:
     """The median of each source's newest price; the best bid and ask among them."""
     if len(feeds) == 1:
         return _single(feeds[0], now, None, cached=cached)
@@ -145,33 +163,31 @@ def _aggregate(
     volumes = [f.volume for f in feeds if f.volume is not None]
     bids = [f.bid for f in feeds if f.bid is not None]
     asks = [f.ask for f in feeds if f.ask is not None]
-    return {
-        "symbol": symbol,
-        "price": decimal_text(statistics.median(f.price for f in feeds)),
-        "volume": decimal_text(sum(volumes, Decimal(0))) if volumes else None,
-        "bid": decimal_text(max(bids)) if bids else None,
-        "ask": decimal_text(min(asks)) if asks else None,
-        "source": "aggregated",
-        "sources": sorted(f.source for f in feeds),
-        "num_sources": len(feeds),
-        "timestamp": time_text(newest),
-        "staleness_ms": _age_ms(now, newest),
-        "stale": False,
-        "_cached": cached,
-    }
+    item = LatestItem(
+        symbol=symbol,
+        price=decimal_text(statistics.median(f.price for f in feeds)),
+        volume=decimal_text(sum(volumes, Decimal(0))) if volumes else None,
+        bid=decimal_text(max(bids)) if bids else None,
+        ask=decimal_text(min(asks)) if asks else None,
+        source="aggregated",
+        sources=sorted(f.source for f in feeds),
+        num_sources=len(feeds),
+        timestamp=time_text(newest),
+        staleness_ms=_age_ms(now, newest),
+        stale=False,
+    )
+    return item, cached
 
 
-def _single(
-    feed: PriceFeed, now: datetime, max_age: timedelta | None, *, cached: bool
-) -> dict[str, Any]:
-    return {
-        **_range_item(feed),
-        "sources": [feed.source],
-        "num_sources": 1,
-        "staleness_ms": _age_ms(now, feed.timestamp),
-        "stale": max_age is not None and now - feed.timestamp > max_age,
-        "_cached": cached,
-    }
+def _single(feed: PriceFeed, now: datetime, max_age: timedelta | None, *, cached: bool) -> Found:
+    item = LatestItem(
+        **msgspec.structs.asdict(_range_item(feed)),
+        sources=[feed.source],
+        num_sources=1,
+        staleness_ms=_age_ms(now, feed.timestamp),
+        stale=max_age is not None and now - feed.timestamp > max_age,
+    )
+    return item, cached
 
 
 def _age_ms(now: datetime, then: datetime) -> int:
@@ -199,7 +215,7 @@ def _check_span(asked: RangeQuery) -> None:
 
 async def _raw(
     ctx: ApiContext, asked: RangeQuery, symbol: str, start: datetime
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[RawItem], str | None]:
     after = None
     if asked.cursor is not None:  # checked by _resume
         cursor = _decode_cursor(asked.cursor)
@@ -218,7 +234,7 @@ async def _raw(
 
 async def _candles(
     ctx: ApiContext, asked: RangeQuery, symbol: str, start: datetime
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[CandleItem], str | None]:
     assert asked.interval is not None
     width = timedelta(seconds=INTERVALS[asked.interval])
     candles = await ctx.reader.candles(
@@ -269,32 +285,32 @@ def _decode_cursor(text: str) -> _Cursor:
     if cursor.timestamp.tzinfo is None:
         raise ApiError(ErrorCode.VALIDATION_ERROR, "cursor is not one this API gave",
                        {"parameter": "cursor"})  # fmt: skip
-    return cursor
+    return msgspec.structs.replace(cursor, timestamp=in_utc(cursor.timestamp, "cursor"))
 
 
-def _range_item(feed: PriceFeed) -> dict[str, Any]:
+def _range_item(feed: PriceFeed) -> RawItem:
     def text(value: Decimal | None) -> str | None:
         return None if value is None else decimal_text(value)
 
-    return {
-        "symbol": feed.symbol,
-        "price": decimal_text(feed.price),
-        "volume": text(feed.volume),
-        "bid": text(feed.bid),
-        "ask": text(feed.ask),
-        "source": feed.source,
-        "timestamp": time_text(feed.timestamp),
-    }
+    return RawItem(
+        symbol=feed.symbol,
+        price=decimal_text(feed.price),
+        volume=text(feed.volume),
+        bid=text(feed.bid),
+        ask=text(feed.ask),
+        source=feed.source,
+        timestamp=time_text(feed.timestamp),
+    )
 
 
-def _candle_item(candle: Candle, *, closed: bool) -> dict[str, Any]:
-    return {
-        "timestamp": time_text(candle.timestamp),
-        "open": decimal_text(candle.open),
-        "high": decimal_text(candle.high),
-        "low": decimal_text(candle.low),
-        "close": decimal_text(candle.close),
-        "volume": None if candle.volume is None else decimal_text(candle.volume),
-        "num_feeds": candle.num_feeds,
-        "closed": closed,
-    }
+def _candle_item(candle: Candle, *, closed: bool) -> CandleItem:
+    return CandleItem(
+        timestamp=time_text(candle.timestamp),
+        open=decimal_text(candle.open),
+        high=decimal_text(candle.high),
+        low=decimal_text(candle.low),
+        close=decimal_text(candle.close),
+        volume=None if candle.volume is None else decimal_text(candle.volume),
+        num_feeds=candle.num_feeds,
+        closed=closed,
+    )
