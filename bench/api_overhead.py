@@ -39,12 +39,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from decimal import Decimal
+from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -53,33 +51,29 @@ from urllib.parse import urlencode
 import httpx
 import msgspec
 import trio
-from _common import ADMIN_KEY, BenchError, ReadOnlyDb, leaves, open_bench_chrono, percentile
+from _common import ADMIN_KEY, BenchError, ReadOnlyDb, leaves, open_bench_chrono
+from _load import (
+    INTERNAL_KEY,
+    PUBLIC_KEY,
+    SETUP_TIMEOUT_S,
+    SOURCES,
+    SYMBOLS,
+    Load,
+    feed_chrono,
+    ingest_bodies,
+    process_cpu_s,
+)
 
 from chrono import config as chrono_config
 from chrono.api.auth import Keys, Role
 from chrono.metrics import HttpStats
-from chrono.model import time_text, utc_now
+from chrono.model import utc_now
 
-INTERNAL_KEY: Final = "bench_internal_key_0001"
-PUBLIC_KEY: Final = "bench_public_key_0001"
-SYMBOLS: Final = (
-    "BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD", "ADA/USD", "DOGE/USD", "AVAX/USD", "DOT/USD",
-    "LINK/USD", "LTC/USD", "BCH/USD", "UNI/USD", "ATOM/USD", "XLM/USD", "ETC/USD", "FIL/USD",
-    "AAVE/USD", "ALGO/USD", "NEAR/USD", "APT/USD",
-)  # fmt: skip
-BASES: Final = (
-    "67234.56", "3512.12", "187.43", "0.6123", "0.4521", "0.1634", "35.12", "7.215", "14.87",
-    "84.31", "452.7", "9.874", "8.912", "0.1187", "26.43", "5.412", "152.3", "0.1923", "5.87",
-    "9.12",
-)  # fmt: skip
-SOURCES: Final = ("coinbase", "kraken", "bitstamp", "gemini", "okx")
 ASKED: Final = SYMBOLS[:5]  # the symbols of every /prices/latest request
 FEED_AGE: Final = timedelta(seconds=1)
-FEEDS_PER_POST: Final = 100
 # Far above anything 100 clients can ask of 2 cores in a run: the limiter takes its token on
 # every request as in production, but never refuses one.
 HIGH_LIMIT_PER_MIN: Final = 10_000_000
-SETUP_TIMEOUT_S: Final = 60.0
 REQUEST_TIMEOUT_S: Final = 30.0
 STOP_TIMEOUT_S: Final = 30.0
 MICRO_CALLS: Final = 100_000  # per repeat, for the in-process timings
@@ -121,45 +115,6 @@ def limits_section() -> tuple[str, dict[str, int]]:
 
 
 # --- the data: 20 symbols x 5 sources, a second old, through POST /internal/ingest -----------
-
-
-def ingest_bodies(now: datetime) -> list[bytes]:
-    encoder = msgspec.json.Encoder()
-    at = now - FEED_AGE
-    feeds = []
-    for symbol, base in zip(SYMBOLS, BASES, strict=True):
-        places = len(base.split(".")[1])
-        for s, source in enumerate(SOURCES):
-            price = (Decimal(base) * (1 + Decimal(s - 2).scaleb(-4))).quantize(
-                Decimal(1).scaleb(-places - 1)
-            )
-            feeds.append(
-                {
-                    "symbol": symbol,
-                    "price": str(price),
-                    "volume": str(1000 + 10 * s),
-                    "source": source,
-                    "timestamp": time_text(at + timedelta(microseconds=s)),
-                }
-            )
-    return [
-        encoder.encode(
-            {"worker_id": "bench-edge", "timestamp": time_text(now),
-             "feeds": feeds[i : i + FEEDS_PER_POST]}
-        )
-        for i in range(0, len(feeds), FEEDS_PER_POST)
-    ]  # fmt: skip
-
-
-async def feed_chrono(url: str, db: ReadOnlyDb, bodies: list[bytes], expected: int) -> None:
-    headers = {"Authorization": f"Bearer {INTERNAL_KEY}", "Content-Type": "application/json"}
-    with trio.fail_after(SETUP_TIMEOUT_S):
-        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
-            for body in bodies:
-                response = await http.post("/internal/ingest", content=body)
-                if response.status_code != 200 or response.json()["failed"]:
-                    raise BenchError(f"ingest answered {response.status_code}: {response.text}")
-    await db.wait_count(expected, SETUP_TIMEOUT_S)
 
 
 def check_latest(body: Any) -> None:
@@ -350,24 +305,6 @@ class Row:
     keyed: bool
 
 
-@dataclass
-class Load:
-    latencies: list[float] = field(default_factory=list)
-    statuses: Counter[int] = field(default_factory=Counter)
-    failures: Counter[str] = field(default_factory=Counter)  # exceptions, by type
-    first_error: str = ""
-
-    def note_error(self, what: str) -> None:
-        if not self.first_error:
-            self.first_error = what
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process, all its threads (``/proc/PID/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def hammer(server: Server, row: Row, args: argparse.Namespace) -> dict[str, Any]:
     """``--clients`` closed loops on ``row.target`` for ``--duration-s``; every connection is
     made, and has had one answer, before the clock. A client stops at its first non-200 (Chrono
@@ -419,29 +356,7 @@ async def hammer(server: Server, row: Row, args: argparse.Namespace) -> dict[str
             ready.set()
         elapsed = time.perf_counter() - started
         server_cpu, client_cpu = process_cpu_s(pid) - server_cpu, time.process_time() - client_cpu
-    done = len(load.latencies)
-    if not done:
-        raise BenchError(f"{row.label}: no request answered ({load.first_error})")
-    ordered = sorted(load.latencies)
-    errors = sum(n for status, n in load.statuses.items() if status != 200)
-    errors += sum(load.failures.values())
-    return {
-        "label": row.label,
-        "target": row.target,
-        "requests": done,
-        "elapsed_s": elapsed,
-        "requests_per_s": done / elapsed,
-        "p50_ms": 1000 * percentile(ordered, 50),
-        "p99_ms": 1000 * percentile(ordered, 99),
-        "max_ms": 1000 * ordered[-1],
-        "server_cpu_us_per_request": 1e6 * server_cpu / done,
-        "client_cpu_us_per_request": 1e6 * client_cpu / done,
-        "server_cpu_share": server_cpu / elapsed,  # of one core
-        "statuses": {str(k): v for k, v in sorted(load.statuses.items())},
-        "exceptions": dict(load.failures),
-        "errors": errors,
-        "first_error": load.first_error,
-    }
+    return {**load.summary(row.label, elapsed, server_cpu, client_cpu), "target": row.target}
 
 
 # --- in process: auth, rate limit, metrics, ns per call ---------------------------------------
@@ -542,7 +457,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                           limits=limits_text)
         )  # fmt: skip
         async with open_bench_chrono(config) as chrono:
-            bodies = ingest_bodies(utc_now())
+            bodies = ingest_bodies(utc_now(), newest_age=FEED_AGE)
             expected = len(SYMBOLS) * len(SOURCES)
             log(f"ingest: {expected} feeds in {len(bodies)} POST(s) ...")
             db = ReadOnlyDb(Path(tmp) / "chrono.db")

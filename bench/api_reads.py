@@ -27,41 +27,34 @@ import os
 import sys
 import tempfile
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode
 
 import httpx
-import msgspec
 import trio
-from _common import ADMIN_KEY, BenchError, ReadOnlyDb, leaves, open_bench_chrono, percentile
+from _common import ADMIN_KEY, BenchError, ReadOnlyDb, leaves, open_bench_chrono
+from _load import (
+    INTERNAL_KEY,
+    PUBLIC_KEY,
+    SETUP_TIMEOUT_S,
+    SOURCES,
+    SYMBOLS,
+    Load,
+    feed_chrono,
+    ingest_bodies,
+    process_cpu_s,
+)
 
 from chrono.model import time_text, utc_now
 
-INTERNAL_KEY: Final = "bench_internal_key_0001"
-PUBLIC_KEY: Final = "bench_public_key_0001"
-SYMBOLS: Final = (
-    "BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD", "ADA/USD", "DOGE/USD", "AVAX/USD", "DOT/USD",
-    "LINK/USD", "LTC/USD", "BCH/USD", "UNI/USD", "ATOM/USD", "XLM/USD", "ETC/USD", "FIL/USD",
-    "AAVE/USD", "ALGO/USD", "NEAR/USD", "APT/USD",
-)  # fmt: skip
-BASES: Final = (
-    "67234.56", "3512.12", "187.43", "0.6123", "0.4521", "0.1634", "35.12", "7.215", "14.87",
-    "84.31", "452.7", "9.874", "8.912", "0.1187", "26.43", "5.412", "152.3", "0.1923", "5.87",
-    "9.12",
-)  # fmt: skip
-SOURCES: Final = ("coinbase", "kraken", "bitstamp", "gemini", "okx")
 HISTORY_STEPS: Final = 60  # one feed per symbol and source every 10 s, over 10 minutes
 HISTORY_STEP: Final = timedelta(seconds=10)
 NEWEST_AGE: Final = timedelta(seconds=1)  # the newest feeds: a second old, so fresh
 AS_OF_AGE: Final = timedelta(minutes=5)  # the past time of the recomputed consensus
-FEEDS_PER_POST: Final = 100
 GROUP: Final = 5  # symbols per multi-symbol request
-SETUP_TIMEOUT_S: Final = 60.0
 REQUEST_TIMEOUT_S: Final = 30.0
 
 CONFIG: Final = """\
@@ -94,54 +87,6 @@ admin_keys = ["{admin_key}"]
 
 
 # --- the data: through POST /internal/ingest ------------------------------------------------
-
-
-def ingest_bodies(now: datetime) -> list[bytes]:
-    """Every feed, oldest first, in bodies of 100: each source a few bps off the others (so no
-    outlier), the price drifting a little per step (so the newest feed is not the oldest's)."""
-    encoder = msgspec.json.Encoder()
-    newest = now - NEWEST_AGE
-    feeds = []
-    for step in range(HISTORY_STEPS):
-        at = newest - (HISTORY_STEPS - 1 - step) * HISTORY_STEP
-        for symbol, base in zip(SYMBOLS, BASES, strict=True):
-            places = len(base.split(".")[1])
-            for s, source in enumerate(SOURCES):
-                factor = 1 + Decimal(s - 2).scaleb(-4) + Decimal(step % 7 - 3).scaleb(-5)
-                price = (Decimal(base) * factor).quantize(Decimal(1).scaleb(-places - 1))
-                feeds.append(
-                    {
-                        "symbol": symbol,
-                        "price": str(price),
-                        "volume": str(1000 + 10 * s + step),
-                        "source": source,
-                        "timestamp": time_text(at + timedelta(microseconds=s)),
-                    }
-                )
-    return [
-        encoder.encode(
-            {
-                "worker_id": "bench-edge",
-                "timestamp": time_text(now),
-                "feeds": feeds[i : i + FEEDS_PER_POST],
-            }
-        )
-        for i in range(0, len(feeds), FEEDS_PER_POST)
-    ]
-
-
-async def feed_chrono(url: str, db: ReadOnlyDb, bodies: list[bytes], expected: int) -> None:
-    headers = {"Authorization": f"Bearer {INTERNAL_KEY}", "Content-Type": "application/json"}
-    with trio.fail_after(SETUP_TIMEOUT_S):
-        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
-            for body in bodies:
-                response = await http.post("/internal/ingest", content=body)
-                if response.status_code == 404:
-                    raise BenchError("POST /internal/ingest is 404: the route is not there")
-                failed = response.status_code != 200 or response.json()["failed"]
-                if failed:
-                    raise BenchError(f"ingest answered {response.status_code}: {response.text}")
-    await db.wait_count(expected, SETUP_TIMEOUT_S)
 
 
 # --- the routes and the checks of their answers -------------------------------------------
@@ -201,24 +146,6 @@ def check_answers(route: Route, bodies: list[Any], as_of: datetime) -> None:
 # --- the load ------------------------------------------------------------------------------
 
 
-@dataclass
-class Load:
-    latencies: list[float] = field(default_factory=list)
-    statuses: Counter[int] = field(default_factory=Counter)
-    failures: Counter[str] = field(default_factory=Counter)  # exceptions, by type
-    first_error: str = ""
-
-    def note_error(self, what: str) -> None:
-        if not self.first_error:
-            self.first_error = what
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process, all its threads (``/proc/PID/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def hammer(
     url: str, route: Route, clients: int, duration_s: float, pid: int
 ) -> dict[str, Any]:
@@ -267,28 +194,7 @@ async def hammer(
             ready.set()
         elapsed = time.perf_counter() - started
         server_cpu, client_cpu = process_cpu_s(pid) - server_cpu, time.process_time() - client_cpu
-    done = len(load.latencies)
-    if not done:
-        raise BenchError(f"{route.label}: no request answered ({load.first_error})")
-    ordered = sorted(load.latencies)
-    errors = sum(n for status, n in load.statuses.items() if status != 200)
-    errors += sum(load.failures.values())
-    return {
-        "label": route.label,
-        "requests": done,
-        "elapsed_s": elapsed,
-        "requests_per_s": done / elapsed,
-        "p50_ms": 1000 * percentile(ordered, 50),
-        "p99_ms": 1000 * percentile(ordered, 99),
-        "max_ms": 1000 * ordered[-1],
-        "server_cpu_us_per_request": 1e6 * server_cpu / done,
-        "client_cpu_us_per_request": 1e6 * client_cpu / done,
-        "server_cpu_share": server_cpu / elapsed,  # of one core
-        "statuses": {str(k): v for k, v in sorted(load.statuses.items())},
-        "exceptions": dict(load.failures),
-        "errors": errors,
-        "first_error": load.first_error,
-    }
+    return load.summary(route.label, elapsed, server_cpu, client_cpu)
 
 
 async def probe(url: str, route: Route) -> list[Any]:
@@ -318,7 +224,9 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         )
         async with open_bench_chrono(config) as chrono:
             now = utc_now()
-            bodies = ingest_bodies(now)
+            bodies = ingest_bodies(
+                now, newest_age=NEWEST_AGE, steps=HISTORY_STEPS, step=HISTORY_STEP
+            )
             expected = HISTORY_STEPS * len(SYMBOLS) * len(SOURCES)
             log(f"ingest: {expected} feeds in {len(bodies)} POSTs ...")
             db = ReadOnlyDb(Path(tmp) / "chrono.db")
