@@ -55,6 +55,14 @@ def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     ]
 
 
+# A benchmark measures speed, not the rate limits: every bucket it takes from is far above any
+# load here; the limiter still takes its token on every request, as in production.
+UNLIMITED_PER_MIN: Final = 10_000_000
+LIMITED: Final = ("internal_per_min", "public_per_min", "unkeyed_per_min")
+BENCH_LIMITS: Final = dict.fromkeys(LIMITED, UNLIMITED_PER_MIN)
+LIMITS_TOML: Final = "[limits]\n" + "".join(f"{k} = {v}\n" for k, v in BENCH_LIMITS.items())
+
+
 class BenchError(Exception):
     """A benchmark precondition failed (a row count, an exit code, a timeout)."""
 

@@ -31,7 +31,6 @@ Usage: ``python bench/api_overhead.py [--clients C] [--duration-s S] [--client r
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import signal
@@ -49,9 +48,16 @@ from typing import Any, Final, Protocol
 from urllib.parse import urlencode
 
 import httpx
-import msgspec
 import trio
-from _common import ADMIN_KEY, BenchError, ReadOnlyDb, leaves, open_bench_chrono
+from _common import (
+    ADMIN_KEY,
+    BENCH_LIMITS,
+    LIMITS_TOML,
+    BenchError,
+    ReadOnlyDb,
+    leaves,
+    open_bench_chrono,
+)
 from _load import (
     INTERNAL_KEY,
     PUBLIC_KEY,
@@ -64,16 +70,14 @@ from _load import (
     process_cpu_s,
 )
 
-from chrono import config as chrono_config
 from chrono.api.auth import Keys, Role
+from chrono.api.limits import Limiter
+from chrono.config import AuthConfig, LimitsConfig
 from chrono.metrics import HttpStats
 from chrono.model import utc_now
 
 ASKED: Final = SYMBOLS[:5]  # the symbols of every /prices/latest request
 FEED_AGE: Final = timedelta(seconds=1)
-# Far above anything 100 clients can ask of 2 cores in a run: the limiter takes its token on
-# every request as in production, but never refuses one.
-HIGH_LIMIT_PER_MIN: Final = 10_000_000
 REQUEST_TIMEOUT_S: Final = 30.0
 STOP_TIMEOUT_S: Final = 30.0
 MICRO_CALLS: Final = 100_000  # per repeat, for the in-process timings
@@ -99,19 +103,6 @@ public_keys = ["{public_key}"]
 internal_keys = ["{internal_key}"]
 admin_keys = ["{admin_key}"]
 {limits}"""
-
-
-def limits_section() -> tuple[str, dict[str, int]]:
-    """The ``[limits]`` lines that keep the load under every bucket it takes from (the public
-    key's, and the loopback address's for ``/health``), if Chrono has a ``[limits]`` now."""
-    section = getattr(chrono_config, "LimitsConfig", None)
-    if section is None:
-        return "", {}
-    fields = {f.name for f in msgspec.structs.fields(section)}
-    values = {name: HIGH_LIMIT_PER_MIN for name in ("public_per_min", "unkeyed_per_min")
-              if name in fields}  # fmt: skip
-    lines = "".join(f"{name} = {value}\n" for name, value in values.items())
-    return f"\n[limits]\n{lines}", values
 
 
 # --- the data: 20 symbols x 5 sources, a second old, through POST /internal/ingest -----------
@@ -378,7 +369,7 @@ def in_process(limits: dict[str, int]) -> dict[str, Any]:
     """The per-request calls of the keyed path, timed alone. Needs a trio run (the limiter's
     clock is ``trio.current_time()``)."""
     public = [f"bench_public_key_{i:04d}" for i in range(CONFIGURED_KEYS - 3)]
-    auth = chrono_config.AuthConfig(
+    auth = AuthConfig(
         public_keys=public,
         internal_keys=["bench_internal_key_0001", "bench_internal_key_0002"],
         admin_keys=["bench_admin_key_0001"],
@@ -388,39 +379,29 @@ def in_process(limits: dict[str, int]) -> dict[str, Any]:
     roles = frozenset({Role.PUBLIC})
     api_key = keys.require(key, roles)
     stats = HttpStats()
-    timed: dict[str, float | None] = {
+    timed: dict[str, float] = {
         "empty_call": ns_per_call(lambda: None),
         "keys_role_of": ns_per_call(lambda: keys.role_of(key)),
         "keys_require": ns_per_call(lambda: keys.require(key, roles)),
-        "limiter_take_key": None,
-        "limiter_take_address": None,
-        "rate_headers": None,
         "http_stats_observe": ns_per_call(
             lambda: stats.observe("/prices/latest", "GET", 200, 0.0012)
         ),
     }
-    try:
-        limiter_cls = getattr(importlib.import_module("chrono.api.limits"), "Limiter", None)
-    except ImportError:
-        limiter_cls = None
-    if limiter_cls is not None and hasattr(limiter_cls, "take_key"):
-        limiter = limiter_cls(chrono_config.LimitsConfig(**limits))
-        state = limiter.take_key(api_key)
-        timed["limiter_take_key"] = ns_per_call(lambda: limiter.take_key(api_key))
-        if not limiter.take_key(api_key).allowed:
-            raise BenchError("the in-process limiter refused a take: raise HIGH_LIMIT_PER_MIN")
-        if hasattr(limiter, "take_address"):
-            timed["limiter_take_address"] = ns_per_call(lambda: limiter.take_address("127.0.0.1"))
-        if state is not None and hasattr(state, "headers"):
-            timed["rate_headers"] = ns_per_call(state.headers)
-    parts = [timed["keys_require"], timed["limiter_take_key"], timed["http_stats_observe"]]
+    limiter = Limiter(LimitsConfig(**limits))
+    state = limiter.take_key(api_key)
+    timed["limiter_take_key"] = ns_per_call(lambda: limiter.take_key(api_key))
+    if not limiter.take_key(api_key).allowed:
+        raise BenchError("the in-process limiter refused a take: raise UNLIMITED_PER_MIN")
+    timed["limiter_take_address"] = ns_per_call(lambda: limiter.take_address("127.0.0.1"))
+    timed["rate_headers"] = ns_per_call(state.headers)
     return {
         "configured_keys": CONFIGURED_KEYS,
         "calls": MICRO_CALLS,
         "repeats": MICRO_REPEATS,
         "ns_per_call": timed,
-        "keyed_sum_ns": sum(p for p in parts if p is not None),
-        "rate_limiter_built": timed["limiter_take_key"] is not None,
+        "keyed_sum_ns": timed["keys_require"]
+        + timed["limiter_take_key"]
+        + timed["http_stats_observe"],
     }
 
 
@@ -433,7 +414,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             print(message, file=sys.stderr)
 
     load_before = os.getloadavg()
-    limits_text, limits = limits_section()
+    limits = dict(BENCH_LIMITS)
     log("in process: auth, rate limit, metrics ...")
     micro = in_process(limits)
     target = "/prices/latest?" + urlencode({"symbols": ",".join(ASKED)})
@@ -454,7 +435,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         config = Path(tmp) / "config.toml"
         config.write_text(
             CONFIG.format(public_key=PUBLIC_KEY, internal_key=INTERNAL_KEY, admin_key=ADMIN_KEY,
-                          limits=limits_text)
+                          limits=LIMITS_TOML)
         )  # fmt: skip
         async with open_bench_chrono(config) as chrono:
             bodies = ingest_bodies(utc_now(), newest_age=FEED_AGE)
@@ -530,8 +511,8 @@ def render(result: dict[str, Any]) -> str:
     micro = result["in_process"]
     ns = micro["ns_per_call"]
 
-    def cell(value: float | None) -> str:
-        return "not built" if value is None else f"{value:,.0f} ns"
+    def cell(value: float) -> str:
+        return f"{value:,.0f} ns"
 
     lines.append(
         f"in process, ns per call (best of {micro['repeats']} x {micro['calls']:,};"

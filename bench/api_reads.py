@@ -35,7 +35,7 @@ from urllib.parse import urlencode
 
 import httpx
 import trio
-from _common import ADMIN_KEY, BenchError, ReadOnlyDb, leaves, open_bench_chrono
+from _common import ADMIN_KEY, LIMITS_TOML, BenchError, ReadOnlyDb, leaves, open_bench_chrono
 from _load import (
     INTERNAL_KEY,
     PUBLIC_KEY,
@@ -74,11 +74,7 @@ snapshot_interval_s = 0  # no snapshots: "as of" answers are recomputed from the
 [log]
 level = "info"
 
-[limits]  # a benchmark measures speed, not the rate limits: far above any load here
-internal_per_min = 10000000
-public_per_min = 10000000
-unkeyed_per_min = 10000000
-
+{limits}
 [auth]
 public_keys = ["{public_key}"]
 internal_keys = ["{internal_key}"]
@@ -220,7 +216,12 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="chrono-bench-") as tmp:
         config = Path(tmp) / "config.toml"
         config.write_text(
-            CONFIG.format(public_key=PUBLIC_KEY, internal_key=INTERNAL_KEY, admin_key=ADMIN_KEY)
+            CONFIG.format(
+                public_key=PUBLIC_KEY,
+                internal_key=INTERNAL_KEY,
+                admin_key=ADMIN_KEY,
+                limits=LIMITS_TOML,
+            )
         )
         async with open_bench_chrono(config) as chrono:
             now = utc_now()

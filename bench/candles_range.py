@@ -42,7 +42,7 @@ from urllib.parse import urlencode
 import httpx
 import psycopg
 import trio
-from _common import ADMIN_KEY, BenchError, leaves, open_bench_chrono, percentile
+from _common import ADMIN_KEY, LIMITS_TOML, BenchError, leaves, open_bench_chrono, percentile
 
 from chrono.errors import StoreError
 from chrono.model import PriceFeed, time_text, utc_now
@@ -80,11 +80,7 @@ snapshot_interval_s = 0
 [log]
 level = "info"
 
-[limits]  # a benchmark measures speed, not the rate limits: far above any load here
-internal_per_min = 10000000
-public_per_min = 10000000
-unkeyed_per_min = 10000000
-
+{limits}
 [auth]
 public_keys = ["{public_key}"]
 admin_keys = ["{admin_key}"]
@@ -397,7 +393,8 @@ async def measure(target: Target, args: argparse.Namespace, folder: Path) -> dic
     per_client = max(1, round(n / clients))
 
     config = folder / f"{target.kind}.toml"
-    config.write_text(CONFIG.format(url=target.url, public_key=PUBLIC_KEY, admin_key=ADMIN_KEY))
+    config.write_text(CONFIG.format(url=target.url, public_key=PUBLIC_KEY, admin_key=ADMIN_KEY,
+                                    limits=LIMITS_TOML))  # fmt: skip
     async with open_bench_chrono(config) as chrono:
         url = chrono.url
         status = await get_json(url, "/status", key=ADMIN_KEY)

@@ -30,6 +30,7 @@ import msgspec
 import trio
 from _common import (
     ADMIN_KEY,
+    LIMITS_TOML,
     BenchError,
     ReadOnlyDb,
     epoch_s,
@@ -65,11 +66,7 @@ max_interval_ms = {max_interval_ms}
 [log]
 level = "info"
 
-[limits]  # a benchmark measures speed, not the rate limits: far above any load here
-internal_per_min = 10000000
-public_per_min = 10000000
-unkeyed_per_min = 10000000
-
+{limits}
 [auth]
 internal_keys = ["{internal_key}"]
 admin_keys = ["{admin_key}"]
@@ -262,6 +259,7 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 admin_key=ADMIN_KEY,
                 max_feeds=batch.max_feeds,
                 max_interval_ms=batch.max_interval_ms,
+                limits=LIMITS_TOML,
             )
         )
         async with open_bench_chrono(config) as chrono:

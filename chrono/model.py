@@ -61,9 +61,7 @@ class WireFeed(msgspec.Struct, kw_only=True):
 
 
 def to_wire(feed: PriceFeed) -> WireFeed:
-    def text(value: Decimal | None) -> str | None:
-        return None if value is None else decimal_text(value)
-
+    text = optional_decimal_text
     return WireFeed(
         symbol=feed.symbol,
         price=decimal_text(feed.price),
@@ -95,6 +93,11 @@ class Bounds(NamedTuple):
 def decimal_text(value: Decimal) -> str:
     """Plain positional text: ``str()`` would write 0.000000012345678901 as 1.2345678901E-8."""
     return format(value, "f")
+
+
+def optional_decimal_text(value: Decimal | None) -> str | None:
+    """``decimal_text`` of an amount a feed may lack (volume, bid, ask)."""
+    return None if value is None else decimal_text(value)
 
 
 def time_text(value: datetime) -> str:

@@ -49,7 +49,6 @@ from chrono.pipeline.stream import StreamHub
 from chrono.pipeline.writer import IngestWriter
 from chrono.readiness import Readiness, readiness
 from chrono.status import (
-    ChildStatistics,
     ConsensusStatistics,
     ExchangeStatistics,
     PipelineStatistics,
@@ -254,12 +253,7 @@ class Service:
             ),
             store=self.store.statistics(),
             limits=self.api.limiter.statistics(),
-            supervisor=[
-                ChildStatistics(
-                    name=c.name, state=c.state, restarts=c.restarts, last_error=c.last_error
-                )
-                for c in self.children.values()
-            ],
+            supervisor=[c.statistics() for c in self.children.values()],
         )
 
     async def metrics(self) -> bytes:

@@ -19,6 +19,7 @@ from chrono.pipeline.latest import LatestStatistics
 from chrono.pipeline.stream import StreamStatistics
 from chrono.pipeline.writer import WriterStatistics
 from chrono.store.base import StoreStatistics
+from chrono.supervise import ChildStatistics
 
 
 class ServiceStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -48,15 +49,6 @@ class ConsensusStatistics(msgspec.Struct, frozen=True, kw_only=True):
     computed: int
     guarded: int
     snapshots: SnapshotStatistics
-
-
-class ChildStatistics(msgspec.Struct, frozen=True, kw_only=True):
-    """A supervised component."""
-
-    name: str
-    state: str  # starting | running | backoff | done | failed | gave_up
-    restarts: int
-    last_error: str | None
 
 
 class LimiterStats(msgspec.Struct, frozen=True):

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import msgspec
 import trio
 
 from chrono.backoff import Backoff
@@ -47,6 +48,15 @@ class RestartPolicy:
     window_s: float = 600.0
 
 
+class ChildStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """A supervised component."""
+
+    name: str
+    state: str  # starting | running | backoff | done | failed | gave_up
+    restarts: int
+    last_error: str | None
+
+
 @dataclass(slots=True)
 class ChildStats:
     name: str
@@ -56,13 +66,9 @@ class ChildStats:
     crash_times: deque[float] = field(default_factory=deque)
     started_value: Any = None  # what the latest run passed to task_status.started()
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "state": self.state,
-            "restarts": self.restarts,
-            "last_error": self.last_error,
-        }
+    def statistics(self) -> ChildStatistics:
+        return ChildStatistics(name=self.name, state=self.state, restarts=self.restarts,
+                               last_error=self.last_error)  # fmt: skip
 
 
 class _RunStatus:

@@ -50,21 +50,17 @@ class ApiContext:
     # Ingest: the rules collectors' feeds pass, a new sender into the pipeline's intake (the
     # caller closes it; ``trio.ClosedResourceError`` once the service drains), and whether the
     # fan-out already saw a feed (so a reply can count duplicates).
-    rules: FeedRules = field(default_factory=FeedRules)
-    intake: Callable[[], trio.MemorySendChannel[list[PriceFeed]]] | None = None
-    seen: Callable[[FeedKey], bool] = lambda key: False
+    rules: FeedRules
+    intake: Callable[[], trio.MemorySendChannel[list[PriceFeed]]]
+    seen: Callable[[FeedKey], bool]
+    metrics: Callable[[], Awaitable[bytes]]  # the exposition, built for each scrape
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)
     ftso: FtsoConfig = field(default_factory=FtsoConfig)
-    metrics: Callable[[], Awaitable[bytes]] = lambda: _no_metrics()  # the exposition, built
     http_stats: HttpStats = field(default_factory=HttpStats)  # what /metrics says of HTTP
     stopping: trio.Event = field(default_factory=trio.Event)
     stream_max_message_bytes: int = 65_536  # a bigger client message closes /stream with 1009
     limiter: Limiter = field(default_factory=Limiter)  # rate limits, /stream slots
     cors: CorsConfig = field(default_factory=CorsConfig)
-
-
-async def _no_metrics() -> bytes:
-    return b""
 
 
 def json_response(body: Any, status: int = 200) -> Response:

@@ -37,7 +37,12 @@ from chrono.api.schema import (
 )
 from chrono.consensus import Consensus, to_json
 from chrono.errors import StoreError
-from chrono.model import decimal_text, is_canonical_symbol, time_text, utc_now
+from chrono.model import (
+    is_canonical_symbol,
+    optional_decimal_text,
+    time_text,
+    utc_now,
+)
 from chrono.store import FtsoAnswer
 
 log = logging.getLogger(__name__)
@@ -95,7 +100,7 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
         data = [
             AnsweredValue(
                 feed=FeedRef(category=a.category, name=a.name),
-                value=None if a.value is None else decimal_text(a.value),
+                value=optional_decimal_text(a.value),
                 answered_at=time_text(a.answered_at),
                 consensus=None if a.body is None else stored_row(a.body),
             )

@@ -358,8 +358,6 @@ async def _hand_over(ctx: ApiContext, feeds: list[PriceFeed]) -> None:
     stopping = ApiError(
         ErrorCode.DATABASE_ERROR, "the service is stopping: nothing was taken, send the feeds again"
     )
-    if ctx.intake is None:
-        raise stopping
     try:
         async with ctx.intake() as send:
             with trio.move_on_after(INTAKE_TIMEOUT_S) as waiting:

@@ -35,7 +35,7 @@ from chrono.api.schema import (
     RangeRawBody,
     RawItem,
 )
-from chrono.model import PriceFeed, decimal_text, time_text, utc_now
+from chrono.model import PriceFeed, decimal_text, optional_decimal_text, time_text, utc_now
 from chrono.store import INTERVALS, Candle, RowKey
 from chrono.store.candles import bucket_start
 
@@ -289,15 +289,12 @@ def _decode_cursor(text: str) -> _Cursor:
 
 
 def _range_item(feed: PriceFeed) -> RawItem:
-    def text(value: Decimal | None) -> str | None:
-        return None if value is None else decimal_text(value)
-
     return RawItem(
         symbol=feed.symbol,
         price=decimal_text(feed.price),
-        volume=text(feed.volume),
-        bid=text(feed.bid),
-        ask=text(feed.ask),
+        volume=optional_decimal_text(feed.volume),
+        bid=optional_decimal_text(feed.bid),
+        ask=optional_decimal_text(feed.ask),
         source=feed.source,
         timestamp=time_text(feed.timestamp),
     )
@@ -310,7 +307,7 @@ def _candle_item(candle: Candle, *, closed: bool) -> CandleItem:
         high=decimal_text(candle.high),
         low=decimal_text(candle.low),
         close=decimal_text(candle.close),
-        volume=None if candle.volume is None else decimal_text(candle.volume),
+        volume=optional_decimal_text(candle.volume),
         num_feeds=candle.num_feeds,
         closed=closed,
     )

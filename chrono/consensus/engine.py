@@ -33,7 +33,7 @@ from typing import Any, Literal, get_args
 import msgspec
 
 from chrono.consensus.stats import BPS, CONTEXT, Stats, outliers, summarize, weighted_median
-from chrono.model import Bounds, decimal_text, time_text
+from chrono.model import Bounds, decimal_text, optional_decimal_text, time_text
 
 Method = Literal["median", "volume_weighted", "time_decay"]
 Reason = Literal["stale", "out_of_bounds", "depeg", "outlier"]
@@ -79,7 +79,10 @@ class Params(msgspec.Struct, frozen=True, kw_only=True):
             "max_deviation_bps": decimal_text(self.max_deviation_bps),
             "bounds": None
             if self.bounds is None
-            else {"low": _text(self.bounds.low), "high": _text(self.bounds.high)},
+            else {
+                "low": optional_decimal_text(self.bounds.low),
+                "high": optional_decimal_text(self.bounds.high),
+            },
             "depeg_bps": decimal_text(self.depeg_bps),
         }
         if self.method == "time_decay":
@@ -363,7 +366,7 @@ def _digest(
                 "timestamp": time_text(item.timestamp),
                 "quote": item.quote,
                 "native_symbol": item.native_symbol,
-                "volume": _text(item.volume),
+                "volume": optional_decimal_text(item.volume),
             }
             for item in ordered
         ],
@@ -381,10 +384,6 @@ def _statistics(stats: Stats | None) -> dict[str, Any]:
     if stats is None:
         return dict.fromkeys(Stats.__struct_fields__)
     return msgspec.structs.asdict(stats)
-
-
-def _text(value: Decimal | None) -> str | None:
-    return None if value is None else decimal_text(value)
 
 
 def _check_utc(value: datetime, name: str) -> None:

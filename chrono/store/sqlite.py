@@ -25,7 +25,7 @@ import msgspec
 import trio
 
 from chrono.errors import StoreError
-from chrono.model import PriceFeed, decimal_text, utc_now
+from chrono.model import PriceFeed, decimal_text, optional_decimal_text, utc_now
 from chrono.store.base import (
     FIRST_ID,
     INTERVALS,
@@ -197,10 +197,6 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _text(value: Decimal | None) -> str | None:
-    return None if value is None else decimal_text(value)
-
-
 def _decimal(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
@@ -210,9 +206,9 @@ def to_row(feed: PriceFeed, ingested_at: str) -> tuple[Any, ...]:
     return (
         feed.symbol,
         decimal_text(feed.price),
-        _text(feed.volume),
-        _text(feed.bid),
-        _text(feed.ask),
+        optional_decimal_text(feed.volume),
+        optional_decimal_text(feed.bid),
+        optional_decimal_text(feed.ask),
         format_time(feed.timestamp),
         format_time(feed.received_at),
         ingested_at,
@@ -241,7 +237,7 @@ def _feed(row: tuple[Any, ...]) -> PriceFeed:
 def snapshot_row(s: Snapshot) -> tuple[Any, ...]:
     """A snapshot as the parameters of ``INSERT_SNAPSHOT``; ``ValueError`` if the body is not
     JSON."""
-    return (s.symbol, format_time(s.timestamp), _text(s.price), s.status, s.method,
+    return (s.symbol, format_time(s.timestamp), optional_decimal_text(s.price), s.status, s.method,
             s.num_sources, s.inputs_digest, json_text(s.body))  # fmt: skip
 
 
@@ -255,8 +251,8 @@ def _snapshot(row: tuple[Any, ...]) -> Snapshot:
 
 def answer_row(a: FtsoAnswer) -> tuple[Any, ...]:
     """An answer as the parameters of ``UPSERT_ANSWER``."""
-    return (a.voting_round_id, a.category, a.name, _text(a.value), format_time(a.answered_at),
-            optional_json_text(a.body))  # fmt: skip
+    return (a.voting_round_id, a.category, a.name, optional_decimal_text(a.value),
+            format_time(a.answered_at), optional_json_text(a.body))  # fmt: skip
 
 
 def _answer(row: tuple[Any, ...]) -> FtsoAnswer:
