@@ -26,8 +26,31 @@ MAX_DECIMAL_PLACES = 18
 MAX_DIGITS = 38
 
 
-class PriceFeed(msgspec.Struct, frozen=True, kw_only=True):
-    """One normalized tick. ``timestamp`` is exchange time (UTC), ``received_at`` ours."""
+class FeedText(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A feed's amounts and times as the store writes them (``decimal_text``,
+    ``fixed_time_text``).
+
+    An adapter's fast path has these texts from the exchange already (it checks they are in
+    canonical form), so it hands them on and the writer formats nothing; every other feed gets
+    them from ``feed_text``.
+    """
+
+    price: str
+    volume: str | None
+    bid: str | None
+    ask: str | None
+    timestamp: str
+    received_at: str
+
+
+class PriceFeed(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One normalized tick. ``timestamp`` is exchange time (UTC), ``received_at`` ours.
+
+    ``text``, when set, is the same values as the store's text (``FeedText``): a cache, so
+    equality and hashing leave it out. Untracked by the cyclic GC (``gc=False``): a feed holds
+    no reference back to anything that holds it, and at 100k feeds/s the collector's passes
+    over millions of feeds cost more than the parsing.
+    """
 
     symbol: str
     price: Decimal
@@ -39,10 +62,39 @@ class PriceFeed(msgspec.Struct, frozen=True, kw_only=True):
     bid: Decimal | None = None
     ask: Decimal | None = None
     metadata: dict[str, Any] = {}
+    text: FeedText | None = None
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not PriceFeed:
+            return NotImplemented
+        return _values(self) == _values(other)
+
+    def __hash__(self) -> int:
+        return hash(_values(self)[:-1])  # metadata is a dict: what differs is in the key
 
     def key(self) -> FeedKey:
         """The identity that makes a feed a duplicate of another."""
         return FeedKey(self.source, self.symbol, self.timestamp, self.price)
+
+
+def _values(f: PriceFeed) -> tuple[Any, ...]:
+    return (f.symbol, f.price, f.timestamp, f.received_at, f.source, f.worker_id, f.volume,
+            f.bid, f.ask, f.metadata)  # fmt: skip
+
+
+def feed_text(feed: PriceFeed) -> FeedText:
+    """The store's text of ``feed``: its own ``text`` if the adapter gave it, else formatted."""
+    if feed.text is not None:
+        return feed.text
+    text = optional_decimal_text
+    return FeedText(
+        price=decimal_text(feed.price),
+        volume=text(feed.volume),
+        bid=text(feed.bid),
+        ask=text(feed.ask),
+        timestamp=fixed_time_text(feed.timestamp),
+        received_at=fixed_time_text(feed.received_at),
+    )
 
 
 class WireFeed(msgspec.Struct, kw_only=True):
@@ -103,6 +155,14 @@ def optional_decimal_text(value: Decimal | None) -> str | None:
 def time_text(value: datetime) -> str:
     """ISO 8601 UTC with ``Z``, as on the wire."""
     return value.isoformat().replace("+00:00", "Z")
+
+
+def fixed_time_text(value: datetime) -> str:
+    """Fixed-width UTC text (``2024-12-07T18:00:00.542551Z``), so text order is time order:
+    how SQLite stores times, and the form an adapter's fast path checks exchange times for."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"  # drop "+00:00"
 
 
 def utc_now() -> datetime:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +25,7 @@ import msgspec
 import trio
 
 from chrono.errors import StoreError
-from chrono.model import PriceFeed, decimal_text, optional_decimal_text, utc_now
+from chrono.model import PriceFeed, feed_text, fixed_time_text, optional_decimal_text, utc_now
 from chrono.store.base import (
     FIRST_ID,
     INTERVALS,
@@ -186,11 +186,7 @@ _meta_encoder = msgspec.json.Encoder()
 _meta_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
-def format_time(value: datetime) -> str:
-    """Fixed-width UTC text (``2024-12-07T18:00:00.542551Z``), so text order is time order."""
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.isoformat(timespec="microseconds")[:-6] + "Z"  # drop "+00:00"
+format_time = fixed_time_text  # the one form of a time in SQLite
 
 
 def parse_time(text: str) -> datetime:
@@ -203,14 +199,15 @@ def _decimal(text: str | None) -> Decimal | None:
 
 def to_row(feed: PriceFeed, ingested_at: str) -> tuple[Any, ...]:
     """A feed as the parameters of ``INSERT``: the text SQLite keeps."""
+    text = feed_text(feed)
     return (
         feed.symbol,
-        decimal_text(feed.price),
-        optional_decimal_text(feed.volume),
-        optional_decimal_text(feed.bid),
-        optional_decimal_text(feed.ask),
-        format_time(feed.timestamp),
-        format_time(feed.received_at),
+        text.price,
+        text.volume,
+        text.bid,
+        text.ask,
+        text.timestamp,
+        text.received_at,
         ingested_at,
         feed.source,
         feed.worker_id,
