@@ -74,7 +74,11 @@ async def test_a_client_that_stops_reading_is_dropped_not_waited_for(
             await wait_until(lambda: db.exists() and len(stored_rows(db)) == 60_000)
             stats = await stream_stats(daemon.port)
             assert stats["dropped"] >= 5000  # its updates were dropped, not the feeds ...
-            assert stats["cut_off"] == 1  # ... and past the limit it was cut off
+            # ... and it is gone: cut off by the hub for its drops in a row, or, if the kernel's
+            # growing buffers let some updates through between drops, by TCP_USER_TIMEOUT
+            # ending its blocked send (which may come after the last feed is stored)
+            while (await stream_stats(daemon.port))["clients"]:
+                await trio.sleep(0.05)
             daemon.process.send_signal(signal.SIGTERM)
             assert await daemon.wait_exit() == 0
             await stuck.aclose()

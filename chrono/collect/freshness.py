@@ -14,9 +14,13 @@ is stale is silent and is replaced.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
+
+from chrono.model import PriceFeed
 
 RISE = 0.5  # weight of a gap longer than the estimate: lulls are learnt at once
 DECAY = 0.05  # weight of a shorter gap: the estimate forgets lulls slowly
@@ -86,6 +90,15 @@ class Freshness:
         entry = self.symbols.get(symbol)
         if entry is not None:
             entry.seen(now)
+
+    def seen_ticks(self, ticks: Sequence[PriceFeed], now: float) -> None:
+        """The ticks of one read: each symbol seen once (its gap is between reads, not between
+        ticks that arrived together), its tick count raised by all of them."""
+        counts = Counter(tick.symbol for tick in ticks)
+        for symbol, count in counts.items():
+            if (entry := self.symbols.get(symbol)) is not None:
+                entry.seen(now)
+                entry.feeds += count - 1
 
     def acked(self, symbols: list[str]) -> None:
         for symbol in symbols:

@@ -21,6 +21,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import trio
 
@@ -31,6 +32,7 @@ from chrono.collect.stats import CollectorStats
 from chrono.config import CollectorConfig
 from chrono.errors import FeedConnectionError, FeedSilent, InvalidFeed, InvalidFrame
 from chrono.exchanges import Adapter, Exchange, FrameKind, ParsedFrame, endpoint
+from chrono.exchanges.fast import FastPath, Received, TextRules
 from chrono.model import FeedRules, PriceFeed, utc_now
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,7 @@ class Session:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._guard, monitor.run)
+                nursery.start_soon(self._guard, conn.keepalive)
                 if (interval := link.exchange.ping_interval_s) is not None:
                     nursery.start_soon(self._guard, lambda: _ping(conn, pacer, link, interval))
                 await self._guard(lambda: self._read(conn))
@@ -128,6 +131,8 @@ class Session:
 
     async def _read(self, conn: FeedConnection) -> None:
         link, stats, freshness = self.link, self.link.stats, self.link.freshness
+        fast = link.adapter.parse_fast if isinstance(link.adapter, FastPath) else None
+        text_rules = TextRules(link.rules)
         silence_s = freshness.connection_silence_s()
         # Moving a deadline costs trio a heap update, so the watchdog is re-armed at most every
         # WATCHDOG_REFRESH_S (or a quarter of the silence, if shorter): data then always moves
@@ -136,20 +141,19 @@ class Session:
         refreshed = trio.current_time()
         with trio.CancelScope(deadline=refreshed + silence_s) as watchdog:
             while True:
-                frame = await conn.receive()
-                try:
-                    parsed = link.adapter.parse(frame, utc_now())
-                except InvalidFrame as exc:
-                    stats.count_invalid(exc.reason, frame)
-                    continue
-                if parsed.kind is not FrameKind.DATA:
-                    self._note_control(parsed)
+                frames = await conn.receive()
+                received = Received.of(utc_now())
+                feeds = None if fast is None else fast(frames, received, text_rules)
+                if feeds is not None:
+                    stats.frames_fast += len(frames)
+                    ticks, data = feeds, bool(feeds)
+                else:
+                    feeds, ticks, data = self._parse_each(frames, received.at)
+                if not data:
                     continue
                 now = trio.current_time()
-                for feed in parsed.feeds:
-                    freshness.seen(feed.symbol, now)
+                freshness.seen_ticks(ticks, now)
                 stats.state = "streaming"
-                feeds = _valid_feeds(parsed, link.rules, stats, frame)
                 if feeds:
                     self.first_data.set()
                     try:
@@ -165,6 +169,29 @@ class Session:
                     watchdog.deadline = now + silence_s
                     refreshed = now
         raise FeedSilent(f"no data for {silence_s:g} s")
+
+    def _parse_each(
+        self, frames: list[bytes], received_at: datetime
+    ) -> tuple[list[PriceFeed], list[PriceFeed], bool]:
+        """The adapter's full path, frame by frame: the valid feeds, every feed parsed (an
+        invalid one still proves its symbol flows), and whether any frame carried data."""
+        link, stats = self.link, self.link.stats
+        feeds: list[PriceFeed] = []
+        ticks: list[PriceFeed] = []
+        data = False
+        for frame in frames:
+            try:
+                parsed = link.adapter.parse(frame, received_at)
+            except InvalidFrame as exc:
+                stats.count_invalid(exc.reason, frame)
+                continue
+            if parsed.kind is not FrameKind.DATA:
+                self._note_control(parsed)
+                continue
+            data = True
+            ticks.extend(parsed.feeds)
+            feeds.extend(_valid_feeds(parsed, link.rules, stats, frame))
+        return feeds, ticks, data
 
     def _note_control(self, parsed: ParsedFrame) -> None:
         link, stats = self.link, self.link.stats

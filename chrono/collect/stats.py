@@ -58,6 +58,7 @@ class CollectorStats:
     resubscribes: int = 0  # stale symbols subscribed again on a live connection
     rate_limited: int = 0  # handshakes refused with 429 / Retry-After
     feeds_collected: int = 0
+    frames_fast: int = 0  # frames the adapter's fast path took (chrono.exchanges.fast)
     last_data_at: datetime | None = None
     last_error: str | None = None
     exchange_errors: int = 0

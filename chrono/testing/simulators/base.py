@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import random
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -202,9 +203,11 @@ class Simulator:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
+        tls: ssl.SSLContext | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Listen until cancelled; ``task_status.started(port)`` once accepting."""
+        """Listen until cancelled; ``task_status.started(port)`` once accepting. With ``tls``
+        (a server context) it speaks ``wss://``, as every real exchange does."""
         async with trio.open_nursery() as nursery:
             server: Server = await nursery.start(
                 partial(
@@ -216,10 +219,12 @@ class Simulator:
                     process_request=self._process_request,
                     ping_interval=self.ws_ping_interval_s,
                     max_size=2**20,
+                    ssl=tls,
                 )
             )
             self.port = server.listeners[0].socket.getsockname()[1]
-            self.url = f"ws://{f'[{host}]' if ':' in host else host}:{self.port}"
+            scheme = "ws" if tls is None else "wss"
+            self.url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.port}"
             nursery.start_soon(self._run_ticks)
             nursery.start_soon(self._run_heartbeats)
             if self.max_connection_age_s is not None:

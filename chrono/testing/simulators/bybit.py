@@ -30,6 +30,7 @@ Protocol choices where the docs are silent:
 from __future__ import annotations
 
 import json
+import ssl
 import uuid
 from collections.abc import Sequence
 from functools import partial
@@ -280,12 +281,13 @@ class BybitSimulator(Simulator):
         host: str = "127.0.0.1",
         port: int = 0,
         *,
+        tls: ssl.SSLContext | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """The base server plus the idle cut; ``task_status.started(port)`` once accepting."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._run_idle_cuts)
-            bound: int = await nursery.start(partial(super().serve, host, port))
+            bound: int = await nursery.start(partial(super().serve, host, port, tls=tls))
             task_status.started(bound)
 
     async def _run_idle_cuts(self) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import random
+import ssl
 from collections.abc import Sequence
 from functools import partial
 from typing import Any, ClassVar, Final
@@ -111,11 +112,12 @@ class OkxSimulator(Simulator):
         host: str = "127.0.0.1",
         port: int = 0,
         *,
+        tls: ssl.SSLContext | None = None,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen until cancelled, closing idle connections; ``started(port)`` once accepting."""
         async with trio.open_nursery() as nursery:
-            bound: int = await nursery.start(partial(super().serve, host, port))
+            bound: int = await nursery.start(partial(super().serve, host, port, tls=tls))
             if self.idle_timeout_s is not None:
                 nursery.start_soon(self._run_idle_cuts, self.idle_timeout_s)
             task_status.started(bound)
