@@ -74,6 +74,11 @@ class SymbolMap:
         """The native spellings of ``canonical`` (default: every symbol), in order."""
         return [self._native[s] for s in (self._native if canonical is None else canonical)]
 
+    @property
+    def by_native(self) -> Mapping[str, str]:
+        """Native -> canonical, for a fast path's lookups (``to_canonical`` without a call)."""
+        return self._canonical
+
     def to_canonical(self, native: str) -> str | None:
         """The canonical symbol for a native one, or ``None`` if this collector has no such."""
         return self._canonical.get(native)

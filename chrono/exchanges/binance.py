@@ -29,7 +29,8 @@ import msgspec
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
 from chrono.exchanges.decoding import MS_US, decode, from_epoch
-from chrono.model import PriceFeed
+from chrono.exchanges.fast import AmountText, Received, TextRules, canonical_amount, epoch_time
+from chrono.model import FeedText, PriceFeed, decimal_text
 
 SOURCE: Final = "binance"
 US_SOURCE: Final = "binance_us"
@@ -98,7 +99,45 @@ class BookTicker(msgspec.Struct, frozen=True):
     a: str
 
 
+class _TextBook(msgspec.Struct, frozen=True, gc=False):
+    """``BookTicker`` for the fast path (the same fields and types)."""
+
+    u: int
+    s: str
+    b: str
+    a: str
+
+
+class _TextBookStream(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
+    """The combined wrapper with nothing else in it, as the exchange sends it (fast path)."""
+
+    stream: str
+    data: _TextBook
+
+
+class _TextTicker(msgspec.Struct, frozen=True, gc=False):
+    """``Ticker`` with its decimals as canonical text (the fast path): never looser."""
+
+    E: EpochMs
+    s: str
+    c: AmountText
+    b: AmountText | None = None
+    a: AmountText | None = None
+    v: AmountText | None = None
+    F: int | None = None
+    L: int | None = None
+
+
+class _TextTickerStream(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
+    """The combined wrapper of a ticker event, nothing else in it (fast path)."""
+
+    stream: str
+    data: _TextTicker
+
+
 _ENVELOPE: Final = msgspec.json.Decoder(Envelope)
+_FAST_TICKER: Final = msgspec.json.Decoder(_TextTickerStream)
+_FAST_BOOK: Final = msgspec.json.Decoder(_TextBookStream)
 _TICKER: Final = msgspec.json.Decoder(Ticker)
 _BOOK_TICKER: Final = msgspec.json.Decoder(BookTicker)
 _ENCODER: Final = msgspec.json.Encoder()
@@ -259,6 +298,42 @@ class TickerAdapter(BinanceAdapter):
         )
         return ParsedFrame(FrameKind.DATA, feeds=[feed])
 
+    def parse_fast(
+        self, frames: Sequence[bytes], received: Received, rules: TextRules
+    ) -> list[PriceFeed] | None:
+        """Wrapped ticker events of ours only, every decimal canonical text; else ``None``
+        (``chrono.exchanges.fast``). A zero bid or ask is no quote, as on the full path."""
+        decode, to_canonical, feeds = _FAST_TICKER.decode, self._symbols.to_canonical, []
+        source, worker_id, received_at, received_text = (
+            self.source, self.worker_id, received.at, received.text
+        )  # fmt: skip
+        for frame in frames:
+            try:
+                wrapped = decode(frame)
+            except (msgspec.DecodeError, UnicodeError):
+                return None
+            ticker = wrapped.data
+            if (
+                wrapped.stream.partition("@")[2] != TICKER
+                or (symbol := to_canonical(ticker.s)) is None
+                or (price := rules.price(symbol, ticker.c)) is None
+                or (time := epoch_time(ticker.E, MS_US)) is None
+            ):
+                return None
+            bid_text, ask_text, volume_text = ticker.b, ticker.a, ticker.v
+            bid = _quote(None if bid_text is None else Decimal(bid_text))
+            ask = _quote(None if ask_text is None else Decimal(ask_text))
+            feeds.append(PriceFeed(
+                symbol=symbol, price=price, timestamp=time[0], received_at=received_at,
+                source=source, worker_id=worker_id,
+                volume=None if volume_text is None else Decimal(volume_text), bid=bid, ask=ask,
+                metadata={"native_symbol": ticker.s, "first_trade_id": ticker.F,
+                          "last_trade_id": ticker.L},
+                text=FeedText(ticker.c, volume_text, None if bid is None else bid_text,
+                              None if ask is None else ask_text, time[1], received_text),
+            ))  # fmt: skip
+        return feeds
+
 
 class BookTickerAdapter(BinanceAdapter):
     """Version ``bookTicker``: ``<symbol>@bookTicker`` best bid/offer, on every change."""
@@ -294,6 +369,48 @@ class BookTickerAdapter(BinanceAdapter):
             metadata={"native_symbol": book.s, "update_id": book.u, "price": "mid"},
         )
         return ParsedFrame(FrameKind.DATA, feeds=[feed])
+
+    def parse_fast(
+        self, frames: Sequence[bytes], received: Received, rules: TextRules
+    ) -> list[PriceFeed] | None:
+        """Wrapped bookTicker frames only, both sides canonical, non-zero text with an exact
+        mid, every symbol one of this collector's; else ``None`` (``chrono.exchanges.fast``).
+        Bare frames (a raw ``/ws`` connection) are left to the full path."""
+        decode, to_canonical, feeds = _FAST_BOOK.decode, self._symbols.to_canonical, []
+        source, worker_id, received_at, received_text = (
+            self.source, self.worker_id, received.at, received.text
+        )  # fmt: skip
+        for frame in frames:
+            try:
+                wrapped = decode(frame)
+            except (msgspec.DecodeError, UnicodeError):
+                return None
+            book = wrapped.data
+            bid_text, ask_text = book.b, book.a
+            if (
+                wrapped.stream.partition("@")[2] != BOOK_TICKER
+                or (symbol := to_canonical(book.s)) is None
+                or not canonical_amount(bid_text)
+                or not canonical_amount(ask_text)
+            ):
+                return None
+            bid, ask = Decimal(bid_text), Decimal(ask_text)
+            if not (bid and ask):
+                return None  # no_quote
+            try:
+                mid = _MID_CONTEXT.divide(_MID_CONTEXT.add(bid, ask), 2)
+            except decimal.DecimalException:
+                return None
+            price_text = decimal_text(mid)
+            if (price := rules.price(symbol, price_text)) is None:
+                return None
+            feeds.append(PriceFeed(
+                symbol=symbol, price=price, timestamp=received_at, received_at=received_at,
+                source=source, worker_id=worker_id, bid=bid, ask=ask,
+                metadata={"native_symbol": book.s, "update_id": book.u, "price": "mid"},
+                text=FeedText(price_text, None, bid_text, ask_text, received_text, received_text),
+            ))  # fmt: skip
+        return feeds
 
 
 def _parse_shutdown() -> ParsedFrame:

@@ -27,7 +27,8 @@ import msgspec
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
 from chrono.exchanges.decoding import decode_or_classify
-from chrono.model import PriceFeed
+from chrono.exchanges.fast import AmountText, Received, TextRules, epoch_time, plain_text
+from chrono.model import FeedText, PriceFeed
 
 SOURCE: Final = "bitstamp"
 TRADES: Final = "live_trades"
@@ -105,6 +106,25 @@ class ReconnectRequest(msgspec.Struct, frozen=True, tag_field="event", tag="bts:
 Message = Trade | Book | Subscribed | Unsubscribed | ErrorMessage | Heartbeat | ReconnectRequest
 
 _DECODER: Final[msgspec.json.Decoder[Message]] = msgspec.json.Decoder(Message)
+
+
+class _TextTradeData(msgspec.Struct, frozen=True, gc=False):
+    """``TradeData`` with ``price_str`` as canonical text: never looser than ``Decimal``."""
+
+    id: int
+    price_str: AmountText | None = None
+    microtimestamp: str | None = None
+    timestamp: str | None = None
+    type: int | None = None
+
+
+class _TextTrade(msgspec.Struct, frozen=True, gc=False, tag_field="event", tag="trade"):
+    channel: str
+    data: _TextTradeData
+
+
+# Books and heartbeats decode exactly as on the full path, so a bad one is left to it.
+_FAST_DECODER: Final = msgspec.json.Decoder(_TextTrade | Book | Heartbeat)
 _LEVEL: Final = msgspec.json.Decoder(Level)
 _KNOWN_EVENTS: Final = frozenset(
     {
@@ -146,6 +166,9 @@ class BitstampAdapter:
         self.worker_id = worker_id
         self._symbols = symbols
         self._top: dict[str, tuple[Decimal | None, Decimal | None]] = {}  # native -> (bid, ask)
+        # native -> (a ``_top`` value, its bid and ask as the store's text): the fast path's
+        self._top_text: dict[str, tuple[tuple[Decimal | None, Decimal | None], str | None,
+                                        str | None]] = {}  # fmt: skip
 
     def subscribe_messages(self, symbols: Sequence[str], *, resubscribe: bool = False) -> list[str]:
         """Two frames per pair (Bitstamp takes one channel per message): book, then trades.
@@ -176,6 +199,77 @@ class BitstampAdapter:
         if isinstance(message, ErrorMessage):
             return self._parse_error(message)
         return _parse_control(message)
+
+    def parse_fast(
+        self, frames: Sequence[bytes], received: Received, rules: TextRules
+    ) -> list[PriceFeed] | None:
+        """Trades and top-of-book snapshots of ours and heartbeats only, prices canonical text,
+        times in ``microtimestamp``; else ``None`` (``chrono.exchanges.fast``). The cached top
+        of book moves only when the whole read is taken; a read of books alone (no feed) is
+        the full path's, which counts it as data."""
+        decode, to_canonical, feeds = _FAST_DECODER.decode, self._symbols.to_canonical, []
+        worker_id, received_at, received_text = self.worker_id, received.at, received.text
+        tops, staged, books = self._top, {}, False
+        for frame in frames:
+            try:
+                message = decode(frame)
+            except (msgspec.DecodeError, UnicodeError):
+                return None
+            kind = type(message)
+            if kind is Book:
+                kind_name, native = split_channel(message.channel)
+                if kind_name != BOOK or to_canonical(native) is None:
+                    return None
+                try:
+                    staged[native] = (_top(message.data.bids), _top(message.data.asks))
+                except InvalidFrame:
+                    return None
+                books = True
+                continue
+            if kind is not _TextTrade:
+                continue  # a heartbeat
+            data = message.data
+            native = split_channel(message.channel)[1]
+            micros = data.microtimestamp
+            if (
+                (symbol := to_canonical(native)) is None
+                or data.price_str is None
+                or (price := rules.price(symbol, data.price_str)) is None
+                or micros is None
+                or not (len(micros) <= 18 and micros.isascii() and micros.isdigit())
+                or (time := epoch_time(int(micros), 1)) is None
+            ):
+                return None
+            top = staged[native] if native in staged else tops.get(native, (None, None))
+            bid_text, ask_text = self._top_texts(native, top)
+            if (bid_text is None and top[0] is not None) or (
+                ask_text is None and top[1] is not None
+            ):
+                return None  # a book price not written out plainly here (NaN, an exponent)
+            feeds.append(PriceFeed(
+                symbol=symbol, price=price, timestamp=time[0], received_at=received_at,
+                source=SOURCE, worker_id=worker_id, volume=None, bid=top[0], ask=top[1],
+                metadata={"native_symbol": native, "trade_id": data.id,
+                          "side": _SIDES.get(data.type)},
+                text=FeedText(data.price_str, None, bid_text, ask_text, time[1], received_text),
+            ))  # fmt: skip
+        if books and not feeds:
+            return None
+        tops.update(staged)
+        return feeds
+
+    def _top_texts(
+        self, native: str, top: tuple[Decimal | None, Decimal | None]
+    ) -> tuple[str | None, str | None]:
+        """The store's text of a cached top of book (``None`` for a side ``plain_text`` does
+        not write), formatted once per book update."""
+        cached = self._top_text.get(native)
+        if cached is not None and cached[0] is top:
+            return cached[1], cached[2]
+        bid, ask = top
+        texts = None if bid is None else plain_text(bid), None if ask is None else plain_text(ask)
+        self._top_text[native] = (top, *texts)
+        return texts
 
     def _parse_trade(self, trade: Trade, received_at: datetime) -> ParsedFrame:
         """One trade (real capture, docs/exchanges.md)::
@@ -284,6 +378,8 @@ def _top(levels: list[msgspec.Raw]) -> Decimal | None:
         return _LEVEL.decode(levels[0]).price
     except msgspec.ValidationError as exc:
         raise InvalidFrame("schema", f"book level: {exc}") from exc
+    except (msgspec.DecodeError, UnicodeError) as exc:  # bad UTF-8 in it: a Raw goes unchecked
+        raise InvalidFrame("malformed") from exc
 
 
 def _trade_time(data: TradeData) -> datetime | None:

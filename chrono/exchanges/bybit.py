@@ -44,7 +44,8 @@ import msgspec
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
 from chrono.exchanges.decoding import decode
-from chrono.model import PriceFeed
+from chrono.exchanges.fast import AmountText, Received, TextRules, amount, epoch_time
+from chrono.model import FeedText, PriceFeed
 
 SOURCE: Final = "bybit"
 LINEAR_SOURCE: Final = "bybit_linear"
@@ -94,7 +95,27 @@ class LinearTicker(msgspec.Struct, frozen=True):
     volume_24h: Decimal | None = msgspec.field(default=None, name="volume24h")
 
 
+class _TextSpotTicker(msgspec.Struct, frozen=True, gc=False):
+    """``SpotTicker`` with its numbers as canonical text (the fast path); each field takes only
+    text the full path's type takes too (a repeated key is checked twice)."""
+
+    symbol: str
+    last_price: AmountText | None = msgspec.field(default=None, name="lastPrice")
+    volume_24h: AmountText | None = msgspec.field(default=None, name="volume24h")
+
+
+class _TextSpotFrame(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
+    """A spot data frame with nothing but the fields the exchange sends (the fast path)."""
+
+    topic: str
+    type: str
+    ts: int
+    data: _TextSpotTicker
+    cs: int | None = None
+
+
 _ENVELOPE: Final = msgspec.json.Decoder(Envelope)
+_FAST_SPOT: Final = msgspec.json.Decoder(_TextSpotFrame)
 _SPOT: Final = msgspec.json.Decoder(SpotTicker)
 _LINEAR: Final = msgspec.json.Decoder(LinearTicker)
 _ENCODER: Final = msgspec.json.Encoder()
@@ -148,6 +169,42 @@ class BybitAdapter:
         if message.type is not None:
             raise InvalidFrame("unknown_type", message.type)
         raise InvalidFrame("schema", "neither a topic nor a reply")
+
+    def parse_fast(
+        self, frames: Sequence[bytes], received: Received, rules: TextRules
+    ) -> list[PriceFeed] | None:
+        """Spot ticker snapshots of ours and pongs only, every number canonical text; else
+        ``None`` (``chrono.exchanges.fast``). Linear (``BybitLinearAdapter``) has none: its
+        deltas merge into state that a read the full path re-reads must not have moved."""
+        if type(self) is not BybitAdapter:
+            return None
+        decode, to_canonical, feeds = _FAST_SPOT.decode, self._symbols.to_canonical, []
+        worker_id, received_at, received_text = self.worker_id, received.at, received.text
+        for frame in frames:
+            try:
+                message = decode(frame)
+            except (msgspec.DecodeError, UnicodeError):
+                if _is_pong(frame):
+                    continue
+                return None
+            ticker = message.data
+            if (
+                message.type != "snapshot"
+                or not message.topic.startswith(TOPIC_PREFIX)
+                or (symbol := to_canonical(ticker.symbol)) is None
+                or ticker.last_price is None
+                or (price := rules.price(symbol, ticker.last_price)) is None
+                or (time := epoch_time(message.ts, 1_000)) is None
+            ):
+                return None
+            volume = ticker.volume_24h
+            feeds.append(PriceFeed(
+                symbol=symbol, price=price, timestamp=time[0], received_at=received_at,
+                source=SOURCE, worker_id=worker_id, volume=amount(volume),
+                metadata={"native_symbol": ticker.symbol, "cross_sequence": message.cs},
+                text=FeedText(ticker.last_price, volume, None, None, time[1], received_text),
+            ))  # fmt: skip
+        return feeds
 
     def _parse_data(self, message: Envelope, received_at: datetime) -> ParsedFrame:
         topic = message.topic or ""
@@ -327,6 +384,17 @@ def _merge(state: LinearTicker, delta: LinearTicker) -> LinearTicker:
 
 def _newer(new: Decimal | None, old: Decimal | None) -> Decimal | None:
     return old if new is None else new
+
+
+def _is_pong(frame: bytes) -> bool:
+    """Whether the full path takes ``frame`` as a heartbeat (decoded as it does)."""
+    try:
+        message = _ENVELOPE.decode(frame)
+    except (msgspec.DecodeError, UnicodeError):
+        return False
+    if message.topic is not None:
+        return False
+    return message.op in ("ping", "pong") and message.success is not False
 
 
 def _ms_to_utc(ms: int) -> datetime:

@@ -22,7 +22,8 @@ import msgspec
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
 from chrono.exchanges.decoding import as_utc, decode_or_classify
-from chrono.model import PriceFeed, to_symbol
+from chrono.exchanges.fast import AmountText, Received, TextRules, TimeText, from_time_text
+from chrono.model import FeedText, PriceFeed, to_symbol
 
 SOURCE: Final = "coinbase"
 
@@ -68,6 +69,24 @@ Message = Subscriptions | ErrorMessage | Heartbeat | Ticker
 
 _DECODER: Final[msgspec.json.Decoder[Message]] = msgspec.json.Decoder(Message)
 _KNOWN_TYPES: Final = frozenset({"subscriptions", "error", "heartbeat", "ticker"})
+
+
+class _TextTicker(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="ticker"):
+    """``Ticker`` with its numbers and time kept as the exchange's text (the fast path); each
+    field takes only text the full path's type takes too (a repeated key is checked twice)."""
+
+    product_id: str
+    price: AmountText
+    sequence: int | None = None
+    trade_id: int | None = None
+    time: TimeText | None = None
+    volume_24h: AmountText | None = None
+    best_bid: AmountText | None = None
+    best_ask: AmountText | None = None
+
+
+# A heartbeat decodes exactly as on the full path, so a bad one is left to it to count.
+_FAST_DECODER: Final = msgspec.json.Decoder(_TextTicker | Heartbeat)
 
 
 class _Envelope(msgspec.Struct):
@@ -125,6 +144,39 @@ class CoinbaseAdapter:
         if isinstance(message, Subscriptions):
             return self._parse_subscriptions(message)
         return _parse_error(message)
+
+    def parse_fast(
+        self, frames: Sequence[bytes], received: Received, rules: TextRules
+    ) -> list[PriceFeed] | None:
+        """Tickers and heartbeats only, every number and time in canonical text, every product
+        one of this collector's; else ``None`` (``chrono.exchanges.fast``)."""
+        decode, canonical, feeds = _FAST_DECODER.decode, self._symbols.by_native.get, []
+        price_of, worker_id = rules.price, self.worker_id
+        received_at, received_text = received.at, received.text
+        for frame in frames:
+            try:
+                ticker = decode(frame)
+            except (msgspec.DecodeError, UnicodeError):
+                return None
+            if type(ticker) is not _TextTicker:
+                continue  # a heartbeat
+            time, native = ticker.time, ticker.product_id
+            if time is None or (symbol := canonical(native)) is None:
+                return None
+            if (price := price_of(symbol, ticker.price)) is None:
+                return None
+            volume, bid, ask = ticker.volume_24h, ticker.best_bid, ticker.best_ask
+            feeds.append(PriceFeed(
+                symbol=symbol, price=price, timestamp=from_time_text(time),
+                received_at=received_at, source=SOURCE, worker_id=worker_id,
+                volume=None if volume is None else Decimal(volume),
+                bid=None if bid is None else Decimal(bid),
+                ask=None if ask is None else Decimal(ask),
+                metadata={"native_symbol": native, "sequence": ticker.sequence,
+                          "trade_id": ticker.trade_id},
+                text=FeedText(ticker.price, volume, bid, ask, time, received_text),
+            ))  # fmt: skip
+        return feeds
 
     def _parse_ticker(self, ticker: Ticker, received_at: datetime) -> ParsedFrame:
         """A trade, e.g. (real capture, trimmed)::

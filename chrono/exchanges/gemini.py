@@ -30,7 +30,8 @@ from msgspec import UNSET, UnsetType
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
 from chrono.exchanges.decoding import decode
-from chrono.model import PriceFeed, decimal_text
+from chrono.exchanges.fast import AmountOrEmpty, AmountText, Received, TextRules, epoch_time
+from chrono.model import FeedText, PriceFeed, decimal_text
 
 SOURCE: Final = "gemini"
 STREAM: Final = "bookTicker"
@@ -42,6 +43,7 @@ MAX_STREAMS_PER_REQUEST: Final = 50
 MAX_PENDING_REQUESTS: Final = 1024
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_SIZE_TEXT: Final = 1000  # characters of a last trade size written out (metadata)
 _ABSENT: Final = msgspec.Raw()
 _EMPTY_STRING: Final = msgspec.Raw(b'""')
 _NULL: Final = msgspec.Raw(b"null")
@@ -75,6 +77,27 @@ class Frame(msgspec.Struct, frozen=True):
 
 
 _DECODER: Final = msgspec.json.Decoder(Frame)
+
+
+class _TextBookTicker(msgspec.Struct, frozen=True, gc=False):
+    """A bookTicker with its numbers as canonical text (the fast path): each field is never
+    looser than ``Frame``'s, and a response's or another stream's keys may not be there."""
+
+    u: int
+    E: int
+    s: str
+    c: AmountText
+    b: AmountOrEmpty | None = None
+    a: AmountOrEmpty | None = None
+    C: AmountOrEmpty | None = None
+    id: UnsetType = UNSET
+    status: UnsetType = UNSET
+    error: UnsetType = UNSET
+    result: UnsetType = UNSET
+    e: UnsetType = UNSET
+
+
+_FAST_DECODER: Final = msgspec.json.Decoder(_TextBookTicker)
 _DECIMAL: Final = msgspec.json.Decoder(Decimal)
 _ENCODER: Final = msgspec.json.Encoder()
 
@@ -141,6 +164,41 @@ class GeminiAdapter:
             return self._parse_book_ticker(message, received_at)
         raise InvalidFrame("unknown_type", "neither a response nor a bookTicker")
 
+    def parse_fast(
+        self, frames: Sequence[bytes], received: Received, rules: TextRules
+    ) -> list[PriceFeed] | None:
+        """bookTickers of ours with a last trade only, every number canonical text (``""``
+        for no level); else ``None`` (``chrono.exchanges.fast``). Responses (pings included)
+        are the full path's: they settle pending requests."""
+        decode, to_canonical, feeds = _FAST_DECODER.decode, self._symbols.to_canonical, []
+        worker_id, received_at, received_text = self.worker_id, received.at, received.text
+        for frame in frames:
+            try:
+                ticker = decode(frame)
+            except (msgspec.DecodeError, UnicodeError):
+                return None
+            native, nanos = ticker.s, ticker.E
+            if (
+                nanos <= 0
+                or (symbol := to_canonical(native)) is None
+                or (price := rules.price(symbol, ticker.c)) is None
+                or (time := epoch_time(nanos // 1000, 1)) is None
+            ):
+                return None
+            if ticker.C is not None and len(ticker.C) > MAX_SIZE_TEXT:
+                return None  # the full path refuses it
+            bid, ask = ticker.b or None, ticker.a or None
+            feeds.append(PriceFeed(
+                symbol=symbol, price=price, timestamp=time[0], received_at=received_at,
+                source=SOURCE, worker_id=worker_id, volume=None,
+                bid=None if bid is None else Decimal(bid),
+                ask=None if ask is None else Decimal(ask),
+                metadata={"native_symbol": native, "update_id": ticker.u,
+                          "last_size": ticker.C or None},
+                text=FeedText(ticker.c, None, bid, ask, time[1], received_text),
+            ))  # fmt: skip
+        return feeds
+
     def _remember(self, request: _Request) -> str:
         self._next_id += 1
         request_id = str(self._next_id)
@@ -181,7 +239,7 @@ class GeminiAdapter:
             metadata={
                 "native_symbol": native,
                 "update_id": ticker.u,
-                "last_size": None if size is None else decimal_text(size),
+                "last_size": None if size is None else _size_text(size),
             },
         )
         return ParsedFrame(FrameKind.DATA, feeds=[feed])
@@ -237,6 +295,21 @@ def _decimal(raw: msgspec.Raw, name: str) -> Decimal | None:
         raise InvalidFrame("schema", f"{name}: {exc}") from exc
     except (msgspec.DecodeError, UnicodeError) as exc:  # Raw skips UTF-8 checks inside strings
         raise InvalidFrame("malformed", name) from exc
+
+
+def _size_text(size: Decimal) -> str:
+    """``C`` written out; ``InvalidFrame`` past ``MAX_SIZE_TEXT`` characters: ``1E+999999999``
+    is a short text (and a valid ``Decimal``) whose digits would not fit in memory."""
+    _, digits, exponent = size.as_tuple()
+    if isinstance(exponent, int):  # finite
+        places = -exponent
+        if exponent < 0:
+            length = max(len(digits), places + 1) + 1
+        else:
+            length = 1 if size.is_zero() else len(digits) + exponent
+        if length > MAX_SIZE_TEXT:
+            raise InvalidFrame("schema", f"C: {length} digits written out")
+    return decimal_text(size)
 
 
 def _error_text(response: Frame) -> str:

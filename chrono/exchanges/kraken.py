@@ -19,6 +19,7 @@ see ``kraken_common``); nothing else escapes ``parse``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final
@@ -28,6 +29,7 @@ import msgspec
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, ParsedFrame
 from chrono.exchanges.decoding import as_utc, decode
+from chrono.exchanges.fast import Received, TextRules, TimeText, plain_text, utc_time
 from chrono.exchanges.kraken_common import (
     _LIMITS,
     _PING_INTERVAL_S,
@@ -37,6 +39,7 @@ from chrono.exchanges.kraken_common import (
     native_symbol,
 )
 from chrono.exchanges.kraken_v1 import V1_EXCHANGE
+from chrono.model import FeedText, PriceFeed
 
 # msgspec refuses a timestamp without an offset, so a naive time is a schema error, not a feed.
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -116,6 +119,38 @@ class V2Error(msgspec.Struct, frozen=True, tag_field="method", tag="error"):
 V2Channel = V2Status | V2Heartbeat | V2Ticker
 V2Method = V2Subscribe | V2Unsubscribe | V2Pong | V2Error
 
+
+# The fast path's: prices are JSON numbers, read as on the full path (``Decimal``, from their
+# exact text) and written in the store's form; the time is kept as the exchange's text. Only the
+# keys a ticker or heartbeat has (no ``method``, which would make it a reply to the full path).
+class _FastTickerData(msgspec.Struct, frozen=True, gc=False):
+    symbol: str
+    last: Decimal | None = None
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    volume: Decimal | None = None
+    timestamp: TimeText | None = None
+
+
+class _FastTicker(
+    msgspec.Struct,
+    frozen=True,
+    gc=False,
+    tag_field="channel",
+    tag="ticker",
+    forbid_unknown_fields=True,
+):
+    data: list[_FastTickerData]
+    type: str = ""
+
+
+class _FastHeartbeat(
+    msgspec.Struct, frozen=True, tag_field="channel", tag="heartbeat", forbid_unknown_fields=True
+):
+    pass
+
+
+_FAST_DECODER: Final = msgspec.json.Decoder(_FastTicker | _FastHeartbeat)
 _V2_SHAPE: Final = msgspec.json.Decoder(_V2Shape)
 _V2_CHANNELS: Final[msgspec.json.Decoder[V2Channel]] = msgspec.json.Decoder(V2Channel)
 _V2_METHODS: Final[msgspec.json.Decoder[V2Method]] = msgspec.json.Decoder(V2Method)
@@ -153,6 +188,53 @@ class KrakenAdapter(KrakenAdapterBase):
         if isinstance(message, V2Error):
             return ParsedFrame(FrameKind.ERROR, message=message.error or "error")
         return self._parse_reply(message)
+
+    def parse_fast(
+        self, frames: Sequence[bytes], received: Received, rules: TextRules
+    ) -> list[PriceFeed] | None:
+        """Tickers of ours and heartbeats only, every price finite and positional, the time
+        fixed-width UTC text (or absent); else ``None`` (``chrono.exchanges.fast``)."""
+        decode, to_canonical, feeds = _FAST_DECODER.decode, self._symbols.to_canonical, []
+        worker_id, received_at, received_text = self.worker_id, received.at, received.text
+        for frame in frames:
+            try:
+                message = decode(frame)
+            except (msgspec.DecodeError, UnicodeError):
+                return None
+            if type(message) is not _FastTicker:
+                continue  # a heartbeat
+            if not message.data:
+                return None
+            for tick in message.data:
+                if (symbol := to_canonical(tick.symbol)) is None or tick.last is None:
+                    return None
+                price_text = plain_text(tick.last)
+                if price_text is None or (price := rules.price(symbol, price_text)) is None:
+                    return None
+                if tick.timestamp is None:
+                    time, time_text = received_at, received_text
+                elif (parsed := utc_time(tick.timestamp)) is None:
+                    return None
+                else:
+                    time, time_text = parsed, tick.timestamp
+                bid, ask, volume = tick.bid, tick.ask, tick.volume
+                bid_text = None if bid is None else plain_text(bid)
+                ask_text = None if ask is None else plain_text(ask)
+                volume_text = None if volume is None else plain_text(volume)
+                if (
+                    (bid_text is None and bid is not None)
+                    or (ask_text is None and ask is not None)
+                    or (volume_text is None and volume is not None)
+                ):
+                    return None  # NaN, negative, an exponent: the full path's to judge
+                feeds.append(PriceFeed(
+                    symbol=symbol, price=price, timestamp=time, received_at=received_at,
+                    source=SOURCE, worker_id=worker_id, volume=volume, bid=bid, ask=ask,
+                    metadata={"native_symbol": tick.symbol},
+                    text=FeedText(price_text, volume_text, bid_text, ask_text, time_text,
+                                  received_text),
+                ))  # fmt: skip
+        return feeds
 
     def _parse_ticker(self, message: V2Ticker, received_at: datetime) -> ParsedFrame:
         """Ticks for one or more pairs (docs/exchanges.md, doc example, trimmed)::

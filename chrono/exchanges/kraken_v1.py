@@ -18,6 +18,7 @@ see ``kraken_common``); nothing else escapes ``parse``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -27,6 +28,7 @@ import msgspec
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, ParsedFrame, SymbolMap
 from chrono.exchanges.decoding import decode
+from chrono.exchanges.fast import AmountText, Received, TextRules
 from chrono.exchanges.kraken_common import (
     _LIMITS,
     _PING_INTERVAL_S,
@@ -35,6 +37,7 @@ from chrono.exchanges.kraken_common import (
     _encode,
     v1_native_symbol,
 )
+from chrono.model import FeedText, PriceFeed
 
 # --- v1 wire data ---------------------------------------------------------------------------
 
@@ -98,6 +101,34 @@ _V1_EVENT_TAGS: Final = frozenset(
 _V1_TICKER: Final = msgspec.json.Decoder(V1Ticker)
 _STR: Final = msgspec.json.Decoder(str)
 
+# The fast path's types: never looser than the full path's (a repeated key is checked twice).
+_Amount = AmountText | int  # what a ``Decimal`` list item takes: whole-lot volumes are ints
+
+
+class _TextV1Payload(msgspec.Struct, frozen=True, gc=False):
+    """``V1Ticker`` with its decimals as the exchange's canonical text (or ints)."""
+
+    a: list[_Amount] = []
+    b: list[_Amount] = []
+    c: list[_Amount] = []
+    v: list[_Amount] = []
+    t: list[int] = []
+
+
+class _TextV1Tick(
+    msgspec.Struct, frozen=True, gc=False, array_like=True, forbid_unknown_fields=True
+):
+    """``[channelID, payload, "ticker", pair]``, exactly four items."""
+
+    channel_id: msgspec.Raw
+    payload: _TextV1Payload
+    name: str
+    pair: str
+
+
+_FAST_DECODER: Final = msgspec.json.Decoder(_TextV1Tick)
+_HEARTBEAT: Final = b'{"event":"heartbeat"}'  # as sent; any other spelling: the full path
+
 # --- adapter --------------------------------------------------------------------------------
 
 
@@ -133,6 +164,58 @@ class KrakenV1Adapter(KrakenAdapterBase):
         if shape.event not in _V1_EVENT_TAGS:
             raise InvalidFrame("unknown_type", shape.event)
         return self._parse_event(decode(_V1_EVENTS, frame))
+
+    def parse_fast(
+        self, frames: Sequence[bytes], received: Received, rules: TextRules
+    ) -> list[PriceFeed] | None:
+        """Ticker arrays of ours and heartbeats only, price, bid, ask and volume canonical text,
+        no repeated trade; else ``None`` (``chrono.exchanges.fast``). The last-trade memory
+        (``_parse_ticker``) moves only when the whole read is taken."""
+        decode, to_canonical, feeds = _FAST_DECODER.decode, self._symbols.to_canonical, []
+        worker_id, received_at, received_text = self.worker_id, received.at, received.text
+        last, seen = self._last, dict[str, tuple[object, ...]]()
+        for frame in frames:
+            if frame == _HEARTBEAT:
+                continue
+            try:
+                tick = decode(frame)
+            except (msgspec.DecodeError, UnicodeError):
+                return None
+            pair, payload = tick.pair, tick.payload
+            c, b, a, v = payload.c, payload.b, payload.a, payload.v
+            if (
+                tick.name != "ticker"
+                or (symbol := to_canonical(pair)) is None
+                or not c
+                or type(price_text := c[0]) is not str
+                or (price := rules.price(symbol, price_text)) is None
+            ):
+                return None
+            trade = (
+                tuple(map(Decimal, c)), tuple(map(Decimal, v[:1])), tuple(payload.t[:1])
+            )  # fmt: skip
+            if (seen[pair] if pair in seen else last.get(pair)) == trade:
+                return None  # a repeat: skipped
+            seen[pair] = trade
+            bid_text = b[0] if b else None
+            ask_text = a[0] if a else None
+            volume_text = v[1] if len(v) > 1 else None
+            if isinstance(bid_text, int) or isinstance(ask_text, int):
+                return None  # a whole-lot int where a decimal text belongs
+            if isinstance(volume_text, int):
+                return None
+            feeds.append(PriceFeed(
+                symbol=symbol, price=price, timestamp=received_at, received_at=received_at,
+                source=SOURCE, worker_id=worker_id,
+                volume=None if volume_text is None else Decimal(volume_text),
+                bid=None if bid_text is None else Decimal(bid_text),
+                ask=None if ask_text is None else Decimal(ask_text),
+                metadata={"native_symbol": pair},
+                text=FeedText(price_text, volume_text, bid_text, ask_text, received_text,
+                              received_text),
+            ))  # fmt: skip
+        last.update(seen)
+        return feeds
 
     def _parse_event(self, event: V1Event) -> ParsedFrame:
         """Control frames (real capture, cryptofeed ``KRAKEN.ws.49.0``)::

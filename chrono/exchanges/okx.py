@@ -27,7 +27,15 @@ import msgspec
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
 from chrono.exchanges.decoding import decode_or_classify
-from chrono.model import PriceFeed
+from chrono.exchanges.fast import (
+    AmountOrEmpty,
+    DigitsText,
+    Received,
+    TextRules,
+    amount,
+    epoch_time,
+)
+from chrono.model import FeedText, PriceFeed
 
 SOURCE: Final = "okx"
 CHANNEL: Final = "tickers"
@@ -75,6 +83,29 @@ class Message(msgspec.Struct, frozen=True, rename="camel"):
 
 
 _DECODER: Final = msgspec.json.Decoder(Message)
+
+
+class _TextTicker(msgspec.Struct, frozen=True, gc=False, rename="camel"):
+    """``Ticker`` with its numbers as canonical text or ``""`` (the fast path); each field takes
+    only text the full path's pattern takes too (a repeated key is checked twice)."""
+
+    inst_type: str
+    inst_id: str
+    last: AmountOrEmpty
+    ts: DigitsText
+    bid_px: AmountOrEmpty = ""
+    ask_px: AmountOrEmpty = ""
+    vol24h: AmountOrEmpty = ""
+
+
+class _TextPush(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
+    """A push with nothing but ``arg`` and ``data``, as the exchange sends it (fast path)."""
+
+    arg: Arg
+    data: list[_TextTicker]
+
+
+_FAST_DECODER: Final = msgspec.json.Decoder(_TextPush)
 _KNOWN_EVENTS: Final = frozenset(
     {"subscribe", "unsubscribe", "error", "notice", "channel-conn-count",
      "channel-conn-count-error"}
@@ -143,6 +174,38 @@ class OkxAdapter:
         if event in ("channel-conn-count", "channel-conn-count-error"):
             return _parse_conn_count(message)
         raise InvalidFrame("unknown_type", event)
+
+    def parse_fast(
+        self, frames: Sequence[bytes], received: Received, rules: TextRules
+    ) -> list[PriceFeed] | None:
+        """``tickers`` pushes of SPOT pairs of ours and ``pong``s only, every number canonical
+        text (``""`` for none, but a price); else ``None`` (``chrono.exchanges.fast``)."""
+        decode, to_canonical, feeds = _FAST_DECODER.decode, self._symbols.to_canonical, []
+        worker_id, received_at, received_text = self.worker_id, received.at, received.text
+        for frame in frames:
+            if frame == b"pong":
+                continue
+            try:
+                push = decode(frame)
+            except (msgspec.DecodeError, UnicodeError):
+                return None
+            if push.arg.channel != CHANNEL or not push.data:
+                return None
+            for item in push.data:
+                if (symbol := to_canonical(item.inst_id)) is None or item.inst_type != "SPOT":
+                    return None
+                price, time = rules.price(symbol, item.last), epoch_time(int(item.ts), 1_000)
+                if price is None or time is None:
+                    return None
+                volume, bid, ask = item.vol24h or None, item.bid_px or None, item.ask_px or None
+                feeds.append(PriceFeed(
+                    symbol=symbol, price=price, timestamp=time[0], received_at=received_at,
+                    source=SOURCE, worker_id=worker_id, volume=amount(volume), bid=amount(bid),
+                    ask=amount(ask),
+                    metadata={"native_symbol": item.inst_id, "instType": item.inst_type},
+                    text=FeedText(item.last, volume, bid, ask, time[1], received_text),
+                ))  # fmt: skip
+        return feeds
 
     def _request(self, op: str, args: list[dict[str, str]]) -> str:
         request = {"id": str(next(self._ids)), "op": op, "args": args}

@@ -1,0 +1,170 @@
+"""What every adapter's fast path shares: checks on the exchange's own text.
+
+An adapter may have a fast path (``FastPath``) for its common frame: it decodes a whole read's
+frames into Structs of strings and builds feeds that keep the exchange's text for the store
+(``FeedText``). It may only keep a text whose meaning is unambiguous and already in the store's
+form: a plain positional decimal (``67234.56000000``, never ``6.7E+4``, ``+1`` or ``01``) and a
+fixed-width UTC time (``2021-04-17T16:43:30.244075Z``). ``TextRules`` checks that, together with
+``FeedRules``' price rules; anything else makes the fast path give up on the read (``None``),
+and the adapter's full path parses it frame by frame, counting what is wrong. So the fast path
+never decides differently, only sooner (``tests/test_fast_path.py`` replays every recorded,
+simulated and fuzzed frame through both).
+
+JSON lets a key repeat; msgspec keeps the last value but checks every one against the field's
+type. So a fast Struct's field is never looser than the full path's: where the full path reads
+a ``Decimal`` or a ``datetime``, the fast path reads ``AmountText`` or ``TimeText``, text that
+type always accepts (``{"price":"x","price":"1"}`` fails both decodes, not only the full one).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from functools import lru_cache
+from typing import Annotated, Final, NamedTuple, Protocol, runtime_checkable
+
+import msgspec
+
+from chrono.model import MAX_DIGITS, FeedRules, PriceFeed, decimal_text, fixed_time_text
+
+# Plain decimals only: [0-9], not \d (which takes any Unicode digit).
+_AMOUNT: Final = re.compile(r"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?").fullmatch
+_TIME: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
+).fullmatch
+
+
+# A valid Gregorian date (year 0001-9999, leap days included) and a time of day: what both
+# msgspec's RFC 3339 parser and ``datetime.fromisoformat`` accept, so ``TimeText`` is never
+# looser than a ``datetime`` field.
+_DATE: Final = (
+    r"(?!0000)(?:[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    r"|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
+    r"|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)"
+)
+_CLOCK: Final = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z"
+
+# Field types for fast Structs (``\A``/``\Z``: msgspec searches, and ``$`` takes a final "\n").
+AmountText = Annotated[str, msgspec.Meta(pattern=r"\A(?:0|[1-9][0-9]*)(?:\.[0-9]+)?\Z")]
+"""A plain positional decimal (``canonical_amount``): what a ``Decimal`` field accepts too."""
+AmountOrEmpty = Annotated[str, msgspec.Meta(pattern=r"\A(?:(?:0|[1-9][0-9]*)(?:\.[0-9]+)?)?\Z")]
+"""``AmountText`` or ``""`` (an exchange's "no value")."""
+TimeText = Annotated[str, msgspec.Meta(pattern=rf"\A{_DATE}T{_CLOCK}\Z")]
+"""Fixed-width UTC time text of a real date and time (``utc_time`` always parses it)."""
+DigitsText = Annotated[str, msgspec.Meta(pattern=r"\A[0-9]{1,16}\Z")]
+"""A short epoch count sent as a string (OKX ``ts``): ``int()`` of it is always in range."""
+
+
+class Received(NamedTuple):
+    """When a read arrived, and that time in the store's text (formatted once per read)."""
+
+    at: datetime
+    text: str
+
+    @classmethod
+    def of(cls, at: datetime) -> Received:
+        return cls(at, fixed_time_text(at))
+
+
+class TextRules:
+    """``FeedRules`` on text: ``None`` where the full path must decide."""
+
+    def __init__(self, rules: FeedRules) -> None:
+        places = rules.max_places
+        self._price = re.compile(
+            rf"[1-9][0-9]*(?:\.[0-9]{{1,{places}}})?|0\.[0-9]{{1,{places}}}"
+        ).fullmatch
+        self._bounds = rules.bounds
+
+    def price(self, symbol: str, text: str) -> Decimal | None:
+        """The price if ``text`` is canonical and passes every price rule, else ``None``."""
+        # At most MAX_DIGITS digits: a sure bound without counting (leading "0." included).
+        if len(text) > MAX_DIGITS or self._price(text) is None:
+            return None
+        value = Decimal(text)
+        if not value:
+            return None  # zero: price_not_positive, for the full path to count
+        if (bounds := self._bounds.get(symbol)) is not None and (
+            (bounds.low is not None and value < bounds.low)
+            or (bounds.high is not None and value > bounds.high)
+        ):
+            return None
+        return value
+
+
+def canonical_amount(text: str | None) -> bool:
+    """Whether an optional amount (volume, bid, ask) is absent or plain positional text."""
+    return text is None or _AMOUNT(text) is not None
+
+
+def amount(text: str | None) -> Decimal | None:
+    """The ``Decimal`` of an amount that passed ``canonical_amount``."""
+    return None if text is None else Decimal(text)
+
+
+PLAIN_DIGITS: Final = 60  # the digits and places ``plain_text`` writes out at most
+
+
+def plain_text(value: Decimal) -> str | None:
+    """``decimal_text`` of a finite, non-negative ``Decimal`` with no exponent and at most
+    ``PLAIN_DIGITS`` digits and places, else ``None``; for exchanges that send numbers, not
+    text. (``1E-999999999``, which a JSON number or ``Decimal`` text may say, written out
+    would be a billion digits.)"""
+    sign, digits, exponent = value.as_tuple()
+    if sign or not isinstance(exponent, int):  # negative, NaN or infinite
+        return None
+    if not -PLAIN_DIGITS <= exponent <= 0 or len(digits) > PLAIN_DIGITS:
+        return None
+    return decimal_text(value)
+
+
+from_time_text: Final = datetime.fromisoformat
+"""The time of ``TimeText`` (which is always a valid fixed-width UTC time: no check needed)."""
+
+
+def utc_time(text: str) -> datetime | None:
+    """The time of fixed-width ``...HH:MM:SS.ffffffZ`` text, else ``None`` (bad dates too)."""
+    if _TIME(text) is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@lru_cache(maxsize=64)
+def _second_text(second: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.`` of an epoch second: a read's frames share a few seconds."""
+    return fixed_time_text(_EPOCH + timedelta(seconds=second))[:20]
+
+
+def epoch_time(value: int, unit_us: int) -> tuple[datetime, str] | None:
+    """``value`` units of ``unit_us`` µs since the epoch: the UTC time and its fixed-width
+    text (``fixed_time_text``, without formatting it whole), or ``None`` if out of range."""
+    micros = value * unit_us
+    try:
+        at = _EPOCH + timedelta(microseconds=micros)
+    except OverflowError:
+        return None
+    second, micro = divmod(micros, 1_000_000)
+    return at, f"{_second_text(second)}{micro:06d}Z"
+
+
+@runtime_checkable
+class FastPath(Protocol):
+    """An adapter with a fast path for its common frame."""
+
+    def parse_fast(
+        self, frames: Sequence[bytes], received: Received, rules: TextRules
+    ) -> list[PriceFeed] | None:
+        """The feeds of ``frames``, all valid; ``None`` if any frame needs the full path.
+
+        Frames the full path would take as heartbeats carry no feed and are passed over; any
+        other kind, a skipped tick, an invalid feed or a text not in canonical form is ``None``.
+        """
+        ...
