@@ -14,15 +14,22 @@ For each store (SQLite, PostgreSQL), in one run, the same N pre-built feeds cut 
 4. floor again, in transactions of the size the writer used (it merges queued batches): the
    like-for-like floor that the ratio is taken against;
 5. outage: the batches appended to a spool (fsync'd, one file each, as while the store is
-   down), then replayed from it by a writer into a fresh store: how fast Chrono catches up.
+   down), then replayed from it by a writer into a fresh store: how fast Chrono catches up;
+6. SQLite's writer alone (with ``--stores`` holding sqlite; ``--writers-only`` runs just this):
+   the old executemany of one-row INSERTs beside ``SQLiteStore.write``'s multi-row INSERTs,
+   ``--write-batch`` feeds (with their ``text``, as the adapters' fast path gives) per
+   transaction, in a worker thread, on schema v2 and v3, with the main thread idle and running
+   Python throughout (the worst neighbour: the writer waits for the GIL after every step).
 
 Turning feeds into rows is inside the timed region of both (Chrono has to do it too). The
-ratio chrono / floor is what the writer path (the channel, worker-thread hops, the staging table
-and ON CONFLICT on PostgreSQL) costs on top of the database's own work. Every count is checked
+ratio chrono / floor is what the writer path (the channel, worker-thread hops; on PostgreSQL the
+savepoint, and the staging table for a batch that meets a stored feed) costs on top of the
+database's own work. Every count is checked
 and both tables must hold the same rows. Best of ``--repeat`` rounds, each on fresh tables.
 
 Usage: ``python bench/store_write.py [--feeds N] [--batch B] [--stores sqlite,postgresql]
-[--repeat R] [--json]``.
+[--repeat R] [--write-batch W] [--writers-only] [--json]``; ``--postgres-paths`` measures only
+PostgreSQL's direct COPY against its staging path (``postgres_paths``).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import os
 import sqlite3
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
@@ -41,7 +49,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import chain
 from pathlib import Path
-from time import perf_counter
+from time import perf_counter, process_time
 from typing import Any, Final, Protocol
 
 import msgspec
@@ -51,7 +59,7 @@ from psycopg.types.json import set_json_dumps
 
 from chrono.config import BatchConfig, StorageConfig
 from chrono.errors import StoreError
-from chrono.model import PriceFeed, utc_now
+from chrono.model import PriceFeed, feed_text, utc_now
 from chrono.pipeline.writer import IngestWriter
 from chrono.service import TO_WRITER_BATCHES
 from chrono.store import PostgresStore, SQLiteStore
@@ -232,6 +240,63 @@ async def _migrate_postgres(url: str) -> None:
         await store.aclose()
 
 
+# --- PostgreSQL alone: the writer's direct COPY against its staging path ------------------
+
+
+def postgres_paths(
+    feeds: list[PriceFeed], batch: int, repeat: int
+) -> dict[str, tuple[float, float]]:
+    """Rows/s of the PostgreSQL writer's own transaction per batch (``_copy_in``, in this
+    thread, one fresh database each, best of ``repeat``): new feeds by the direct COPY, in
+    binary and from their texts; batches that each meet one stored feed (the failed COPY, then
+    the staging path); and the staging path alone, the writer's only path before. Beside each
+    best rate, the least CPU per row this process took (the server's is not in it): what the
+    writer's thread takes from a Chrono that also parses the feeds."""
+    from chrono.model import feed_text
+    from chrono.store import postgres as pg
+    from chrono.store.pg_sql import COPY_INCOMING, MOVE_INCOMING
+
+    texts = [msgspec.structs.replace(f, text=feed_text(f)) for f in feeds]
+    plain = [feeds[i : i + batch] for i in range(0, len(feeds), batch)]
+    with_texts = [texts[i : i + batch] for i in range(0, len(texts), batch)]
+
+    def staging_only(conn: psycopg.Connection[Any], b: list[PriceFeed]) -> tuple[int, bool]:
+        with conn.transaction(), conn.cursor() as cur:
+            pg._copy(cur, COPY_INCOMING, b, False)
+            cur.execute(MOVE_INCOMING)
+            return cur.rowcount, False
+
+    modes = {  # name: (batches, one stored feed per batch first, the write, rows it adds)
+        "direct COPY, binary": (plain, False, pg._copy_in, 0),
+        "direct COPY, texts": (with_texts, False, pg._copy_in, 0),
+        "1 stored feed/batch": (plain, True, pg._copy_in, 1),
+        "staging only (before)": (plain, False, staging_only, 0),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in modes}
+    cpus: dict[str, list[float]] = {name: [] for name in modes}
+    print("starting a throwaway PostgreSQL cluster", file=sys.stderr)
+    cluster = start_cluster()
+    try:
+        for number in range(repeat):
+            for i, (name, (batches, seed, write, fewer)) in enumerate(modes.items()):
+                url = cluster.create_database(f"paths{number}_{i}")
+                trio.run(_migrate_postgres, url)
+                with psycopg.connect(url, autocommit=True, options="-c TimeZone=UTC") as conn:
+                    pg._writer_setup(conn)
+                    if seed:
+                        pg._copy_in(conn, [b[0] for b in batches])
+                    start, cpu = perf_counter(), process_time()
+                    for b in batches:
+                        if write(conn, b)[0] != len(b) - fewer:
+                            raise BenchError(f"{name}: a batch added the wrong count")
+                    seconds, cpu = perf_counter() - start, process_time() - cpu
+                rates[name].append(len(feeds) / seconds)
+                cpus[name].append(cpu / len(feeds) * 1e6)
+    finally:
+        cluster.destroy()
+    return {name: (max(rates[name]), min(cpus[name])) for name in modes}
+
+
 @contextmanager
 def sqlite_target(folder: Path) -> Iterator[Target]:
     yield SQLiteTarget(folder / "sqlite")
@@ -341,6 +406,148 @@ async def after_an_outage(
     return spooled_s, replay_s
 
 
+# --- SQLite's feed writer: multi-row INSERTs beside executemany, idle and beside a busy thread -
+
+SCHEMAS: Final = {"v2": 2, "v3": 3}  # UNIQUE + price_feeds_symbol_time, or one unique index
+SPIN_S: Final = 0.5  # the main thread's loop alone, to compare its rate beside a writer with
+
+
+Write = Callable[[sqlite3.Connection, list[PriceFeed]], None]
+
+
+def sqlite_at(path: Path, version: int) -> sqlite3.Connection:
+    """A fresh file at schema ``version``, connected as the store's writer is."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                           cached_statements=chrono_sqlite.CACHED_STATEMENTS)  # fmt: skip
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    for migration in chrono_sqlite.MIGRATIONS[:version]:
+        for statement in migration.statements:
+            conn.execute(statement)
+    return conn
+
+
+def executemany_write(conn: sqlite3.Connection, batch: list[PriceFeed]) -> None:
+    """The writer before: one tuple per feed, executemany steps once per row."""
+    ingested_at = chrono_sqlite.format_time(utc_now())
+    rows = [chrono_sqlite.to_row(f, ingested_at) for f in batch]
+    conn.execute("BEGIN")
+    conn.executemany(chrono_sqlite.INSERT, rows)
+    conn.execute("COMMIT")
+
+
+def multi_row_write(conn: sqlite3.Connection, batch: list[PriceFeed]) -> None:
+    """``SQLiteStore.write``'s work in its thread: one flat list, a few multi-row INSERTs."""
+    params = chrono_sqlite.feed_params(batch, chrono_sqlite.format_time(utc_now()))
+    chrono_sqlite.insert_feeds(conn, chrono_sqlite.ROW_SIZES, params)
+
+
+WRITERS: Final[dict[str, Write]] = {
+    "executemany": executemany_write,
+    "multi-row": multi_row_write,
+}
+
+
+def spin(done: Callable[[], bool]) -> int:
+    """Pure Python on the main thread until ``done()``: an event loop that never waits, the
+    worst neighbour for a thread that needs the GIL back after every SQLite step."""
+    turns = 0
+    while not done():
+        for _ in range(1000):
+            turns += 1
+    return turns
+
+
+def spin_rate() -> float:
+    """Turns/s of ``spin`` with nothing beside it."""
+    start = perf_counter()
+    turns = spin(lambda: perf_counter() - start > SPIN_S)
+    return turns / (perf_counter() - start)
+
+
+def timed_writes(
+    conn: sqlite3.Connection, write: Write, batches: Batches, busy: bool
+) -> tuple[float, float]:
+    """Seconds for ``write`` of every batch in a worker thread (as ``trio.to_thread`` runs it),
+    and the main thread's spin turns/s meanwhile (0 when it only waits)."""
+    seconds: list[float] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            start = perf_counter()
+            for batch in batches:
+                write(conn, batch)
+            seconds.append(perf_counter() - start)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    turns = spin(done.is_set) if busy else 0
+    thread.join()
+    if not seconds:
+        raise BenchError("the SQLite writer thread failed")
+    return seconds[0], turns / seconds[0]
+
+
+def writer_rates(batches: Batches, repeat: int, folder: Path) -> dict[str, Any]:
+    """Rows/s of each writer on each schema, idle and beside a busy main thread: best of
+    ``repeat`` rounds, each on fresh files, the combinations interleaved in every round."""
+    folder.mkdir(exist_ok=True)
+    feeds = sum(len(b) for b in batches)
+    solo = spin_rate()
+    combos = [(schema, busy, writer) for schema in SCHEMAS for busy in (False, True)
+              for writer in WRITERS]  # fmt: skip
+    runs: dict[tuple[str, bool, str], list[tuple[float, float]]] = {c: [] for c in combos}
+    for number in range(repeat):
+        for schema, busy, writer in combos:
+            path = folder / f"{schema}-{writer}-{'busy' if busy else 'idle'}-{number}.db"
+            conn = sqlite_at(path, SCHEMAS[schema])
+            try:
+                measured = timed_writes(conn, WRITERS[writer], batches, busy)
+                runs[schema, busy, writer].append(measured)
+                (count,) = conn.execute("SELECT count(*) FROM price_feeds").fetchone()
+            finally:
+                conn.close()
+            if count != feeds:
+                raise BenchError(f"sqlite {writer} on {schema}: {count} rows, expected {feeds}")
+        print(f"sqlite writers round {number + 1}/{repeat} done", file=sys.stderr)
+    rows = []
+    for (schema, busy, writer), rounds in runs.items():
+        seconds, turns_per_s = min(rounds)
+        median_s = sorted(r[0] for r in rounds)[len(rounds) // 2]
+        rows.append({"schema": schema, "main_thread": "busy" if busy else "idle",
+                     "writer": writer, "rows_per_s": feeds / seconds,
+                     "median_rows_per_s": feeds / median_s,
+                     "main_thread_kept": turns_per_s / solo if busy else None})  # fmt: skip
+    return {"feeds": feeds, "per_write": len(batches[0]), "rows": rows}
+
+
+def render_writers(result: dict[str, Any]) -> list[str]:
+    lines = [
+        f"sqlite writer in a worker thread, N={result['feeds']}, {result['per_write']} feeds"
+        " (with their text) per write",
+        f"{'schema':<7} {'main thread':<12} {'writer':<12} {'rows/s':>9} {'median':>9}"
+        f" {'main thread kept':>17}",
+    ]
+    for r in result["rows"]:
+        kept = "-" if r["main_thread_kept"] is None else f"{r['main_thread_kept']:.0%}"
+        lines.append(
+            f"{r['schema']:<7} {r['main_thread']:<12} {r['writer']:<12} {r['rows_per_s']:>9,.0f}"
+            f" {r['median_rows_per_s']:>9,.0f} {kept:>17}"
+        )
+    lines.append(
+        "v2: UNIQUE (source, symbol, timestamp, price) + index price_feeds_symbol_time;"
+        " v3: one unique index (symbol, timestamp, source, price)"
+    )
+    lines.append(
+        "busy: the main thread runs Python throughout; kept: its rate beside the writer / alone;"
+        " median: of the rounds"
+    )
+    return lines
+
+
 # --- one round, the rounds, the report ------------------------------------------------------
 
 
@@ -436,9 +643,10 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         f"store writes (IngestWriter -> store vs raw floor), N={result['feeds']}, "
         f"batch {result['batch']}, best of {result['repeat']}, machine: {result['cpus']} cores",
-        f"{'store':<11} {'what':<22} {'floor/batch':>12} {'floor/same':>11}"
-        f" {'chrono rows/s':>14} {'ratio':>6} {'feeds/write':>12}",
     ]
+    if result["stores"]:
+        lines.append(f"{'store':<11} {'what':<22} {'floor/batch':>12} {'floor/same':>11}"
+                     f" {'chrono rows/s':>14} {'ratio':>6} {'feeds/write':>12}")  # fmt: skip
     for name, r in result["stores"].items():
         lines.append(
             f"{name:<11} {'new rows':<22} {r['floor_rows_per_s']:>12,.0f}"
@@ -452,10 +660,13 @@ def render(result: dict[str, Any]) -> str:
         for what, key in (("spool (outage)", "spool_rows_per_s"),
                           ("replay from the spool", "spool_replay_rows_per_s")):  # fmt: skip
             lines.append(f"{name:<11} {what:<22} {'-':>12} {'-':>11} {r[key]:>14,.0f}")
-    lines.append(
-        "floor/batch: one transaction per batch; floor/same: transactions of the size the writer"
-        " used (it merges queued batches); ratio = chrono / floor/same"
-    )
+    if result["stores"]:
+        lines.append(
+            "floor/batch: one transaction per batch; floor/same: transactions of the size the"
+            " writer used (it merges queued batches); ratio = chrono / floor/same"
+        )
+    if "sqlite_writers" in result:
+        lines += render_writers(result["sqlite_writers"])
     return "\n".join(lines)
 
 
@@ -466,6 +677,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--write-batch", type=int, default=1000,
+                        help="feeds per write in the SQLite writer comparison")  # fmt: skip
+    parser.add_argument("--writers-only", action="store_true",
+                        help="only the SQLite writer comparison")  # fmt: skip
+    parser.add_argument("--postgres-paths", action="store_true",
+                        help="only PostgreSQL's direct COPY vs its staging path")  # fmt: skip
     return parser
 
 
@@ -474,17 +691,27 @@ def main(argv: list[str] | None = None) -> int:
     names = [n.strip() for n in args.stores.split(",") if n.strip()]
     if unknown := set(names) - TARGETS.keys():
         raise SystemExit(f"unknown stores: {', '.join(sorted(unknown))}")
-    if args.feeds < 1 or args.batch < 1 or args.repeat < 1:
-        raise SystemExit("--feeds, --batch and --repeat must be positive")
+    if min(args.feeds, args.batch, args.repeat, args.write_batch) < 1:
+        raise SystemExit("--feeds, --batch, --write-batch and --repeat must be positive")
     feeds = make_feeds(args.feeds)
+    if args.postgres_paths:
+        for name, (rate, cpu_us) in postgres_paths(feeds, args.batch, args.repeat).items():
+            print(f"postgresql {name:<22} {rate:>10,.0f} rows/s, {cpu_us:.2f} us CPU/row here"
+                  f" (batch {args.batch}, best of {args.repeat})")  # fmt: skip
+        return 0
     batches = [feeds[i : i + args.batch] for i in range(0, len(feeds), args.batch)]
     result: dict[str, Any] = {"feeds": args.feeds, "batch": args.batch, "repeat": args.repeat,
                               "cpus": os.cpu_count(), "stores": {}}  # fmt: skip
     try:
         with tempfile.TemporaryDirectory(prefix="chrono-bench-") as tmp:
-            for name in names:
+            for name in [] if args.writers_only else names:
                 with TARGETS[name](Path(tmp)) as target:
                     result["stores"][name] = measure(target, batches, args.repeat, Path(tmp))
+            if "sqlite" in names:
+                texts = [msgspec.structs.replace(f, text=feed_text(f)) for f in feeds]
+                per_write = [texts[i : i + args.write_batch]
+                             for i in range(0, len(texts), args.write_batch)]  # fmt: skip
+                result["sqlite_writers"] = writer_rates(per_write, args.repeat, Path(tmp) / "w")
     except (BenchError, PostgresMissing, StoreError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1

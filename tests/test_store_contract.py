@@ -378,7 +378,7 @@ async def test_a_new_store_is_at_the_latest_version_and_reopening_changes_nothin
     store: Store, target: Target
 ) -> None:
     latest = target.migrations()[-1].version
-    assert latest == 2
+    assert latest == (3 if target.kind == "sqlite" else 2)
     assert await store.schema_version() == latest
     await store.write([make_feed(1)])
     again = target.make()
@@ -400,11 +400,11 @@ async def test_a_store_at_version_1_migrates_to_2_keeping_its_rows(target: Targe
     store = target.make()
     with trio.fail_after(30):
         await store.open()
-        assert await store.schema_version() == 2
+        assert await store.schema_version() == target.migrations()[-1].version
         assert await store.feeds_between("BTC/USD", T0, at(1)) == feeds
         await store.aclose()
     versions = target.sql("SELECT version, description FROM chrono_schema_version ORDER BY 1")
-    assert [v for v, _ in versions] == [1, 2]
+    assert [v for v, _ in versions] == [m.version for m in target.migrations()]
     assert "aggregated_prices" in versions[1][1]
     assert target.sql("SELECT COUNT(*) FROM aggregated_prices") == [(0,)]
     assert target.sql("SELECT COUNT(*) FROM ftso_rounds") == [(0,)]

@@ -82,11 +82,12 @@ VALUES ('BTC/USD', '67234.56', '2026-11-20T12:00:00.000000Z', '2026-11-20T12:00:
 
 
 async def test_a_database_from_before_schema_versions_is_adopted(tmp_path: Path) -> None:
-    """Chrono 0.1 created the table without a version table: its rows stay, it becomes v1."""
+    """Chrono 0.1 created the table without a version table: its rows stay, it becomes v1 and is
+    migrated on."""
     with sqlite3.connect(tmp_path / "old.db") as db:
         db.executescript(PRE_VERSIONS_SCHEMA)
     store = SQLiteStore(str(tmp_path / "old.db"))
     await store.open()
-    assert await store.schema_version() == 2
+    assert await store.schema_version() == 3
     assert [f.price for f in await store.latest(["BTC/USD"])] == [Decimal("67234.56")]
     await store.aclose()

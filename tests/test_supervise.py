@@ -18,6 +18,7 @@ import trio.testing
 
 from chrono.backoff import Backoff
 from chrono.errors import SchemaTooNew, SupervisorGaveUp, Unrecoverable
+from chrono.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from chrono.store.sqlite import SQLiteStore
 from chrono.supervise import ChildStats, RestartPolicy, supervise
 from chrono.testing.process import open_chrono
@@ -381,6 +382,7 @@ async def test_chrono_run_exits_1_when_a_store_down_at_start_comes_back_too_new(
             assert await daemon.wait_exit() == 1
     messages = daemon.messages()
     stopped = [m for m in messages if m.startswith("chrono stopped: ")]
-    assert stopped == [f"chrono stopped: {db}: {SCHEMA_TOO_NEW} (2); upgrade Chrono, or "
+    known = SQLITE_MIGRATIONS[-1].version
+    assert stopped == [f"chrono stopped: {db}: {SCHEMA_TOO_NEW} ({known}); upgrade Chrono, or "
                        "point storage.url at another database"], daemon.tail()  # fmt: skip
     assert not any("crashed" in m for m in messages), daemon.tail()

@@ -6,16 +6,22 @@ pick any worker thread (docs/stack.md, trap 7), so the limiter serializes every 
 Readers get their own connection and limiter, so an API query never waits for a write.
 
 The schema comes from ``MIGRATIONS`` (``chrono.store.migrations``), applied when the writer
-connection opens. Prices and sizes are stored as TEXT, exactly as received; times as
-fixed-width ISO 8601 UTC text (``2024-12-07T18:00:00.542551Z``), which sorts in time order.
-OHLCV is computed in Python with ``Decimal`` (``chrono.store.candles``): SQLite would compare
-the text prices as text. Snapshot and FTSO bodies are TEXT holding the caller's JSON as given.
+connection opens; since version 3 one unique index on (symbol, timestamp, source, price) is
+both the feed key and the index every read searches. A write of feeds is one transaction of
+multi-row ``INSERT OR IGNORE`` statements of a few fixed sizes (``ROW_SIZES``), each prepared
+once per connection, from one flat parameter list: a handful of SQLite steps per batch, not one
+per row, since sqlite3 gives up and re-takes the GIL around every step.
+
+Prices and sizes are stored as TEXT, exactly as received; times as fixed-width ISO 8601 UTC
+text (``2024-12-07T18:00:00.542551Z``), which sorts in time order. OHLCV is computed in Python
+with ``Decimal`` (``chrono.store.candles``): SQLite would compare the text prices as text.
+Snapshot and FTSO bodies are TEXT holding the caller's JSON as given.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -52,6 +58,13 @@ T = TypeVar("T")
 # How long a write waits for another process's lock before failing (and being retried by the
 # writer). Short, so that an aborted drain is not held up by a thread waiting on a lock.
 BUSY_TIMEOUT_MS = 1000
+
+# Every column of price_feeds but id, in the order of a row's parameters.
+ALL_COLUMNS = (
+    "symbol, price, volume, bid, ask, timestamp, received_at, ingested_at, source, worker_id,"
+    " metadata"
+)
+WIDTH = 11  # parameters per row
 
 MIGRATIONS = (
     Migration(
@@ -109,6 +122,35 @@ MIGRATIONS = (
             """,
         ),
     ),
+    Migration(
+        3,
+        "price_feeds keyed by one unique index on (symbol, timestamp, source, price)",
+        (
+            # SQLite cannot drop a table constraint: rebuild the table, keeping every id.
+            """
+            CREATE TABLE price_feeds_v3 (
+                id          INTEGER PRIMARY KEY,
+                symbol      TEXT NOT NULL,
+                price       TEXT NOT NULL,
+                volume      TEXT,
+                bid         TEXT,
+                ask         TEXT,
+                timestamp   TEXT NOT NULL,
+                received_at TEXT NOT NULL,
+                ingested_at TEXT NOT NULL,
+                source      TEXT NOT NULL,
+                worker_id   TEXT NOT NULL,
+                metadata    TEXT NOT NULL DEFAULT '{}'
+            )
+            """,
+            f"INSERT INTO price_feeds_v3 (id, {ALL_COLUMNS})"
+            f" SELECT id, {ALL_COLUMNS} FROM price_feeds ORDER BY id",
+            "DROP TABLE price_feeds",  # and its two indexes
+            "ALTER TABLE price_feeds_v3 RENAME TO price_feeds",
+            "CREATE UNIQUE INDEX price_feeds_feed_key"
+            " ON price_feeds (symbol, timestamp, source, price)",
+        ),
+    ),
 )
 
 VERSION_DDL = f"""
@@ -120,12 +162,24 @@ CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (
 """
 RECORD_VERSION = f"INSERT INTO {VERSION_TABLE} (version, description) VALUES (?, ?)"
 
-INSERT = """
-INSERT OR IGNORE INTO price_feeds
-    (symbol, price, volume, bid, ask, timestamp, received_at, ingested_at, source, worker_id,
-     metadata)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
+# Rows per INSERT statement: a batch is cut greedily into these, so a write makes a few
+# statement steps, not one per row (sqlite3 releases and re-takes the GIL around each step,
+# which beside a busy event loop costs a wait for the GIL every time). 256 rows are 2,816
+# parameters, under SQLite's 32,766 default; sizes above the connection's limit are left out.
+ROW_SIZES = (256, 64, 16, 4, 1)
+# Enough for every INSERT size and every read, so each is prepared once per connection.
+CACHED_STATEMENTS = 128
+
+
+def insert_rows(rows: int) -> str:
+    """``INSERT OR IGNORE`` of ``rows`` rows; anonymous ``?`` placeholders, since numbered ones
+    (``?NNN``) make SQLite's parser quadratic in their number."""
+    values = ", ".join(["(" + ", ".join(["?"] * WIDTH) + ")"] * rows)
+    return f"INSERT OR IGNORE INTO price_feeds ({ALL_COLUMNS}) VALUES {values}"
+
+
+INSERTS = {rows: insert_rows(rows) for rows in ROW_SIZES}  # the same text each time: cached
+INSERT = INSERTS[1]
 
 COLUMNS = "symbol, price, volume, bid, ask, timestamp, received_at, source, worker_id, metadata"
 # A NULL source parameter means any source (each is passed twice).
@@ -197,22 +251,32 @@ def _decimal(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
 
+def feed_params(feeds: Iterable[PriceFeed], ingested_at: str) -> list[Any]:
+    """The parameters of every feed's row, flat and in order (``WIDTH`` each): the text SQLite
+    keeps. The one Python loop of a write, so it only reads attributes and encodes metadata."""
+    params: list[Any] = []
+    extend = params.extend
+    encode = _meta_encoder.encode
+    for feed in feeds:
+        text = feed_text(feed)
+        extend((feed.symbol, text.price, text.volume, text.bid, text.ask, text.timestamp,
+                text.received_at, ingested_at, feed.source, feed.worker_id,
+                encode(feed.metadata).decode()))  # fmt: skip
+    return params
+
+
 def to_row(feed: PriceFeed, ingested_at: str) -> tuple[Any, ...]:
-    """A feed as the parameters of ``INSERT``: the text SQLite keeps."""
-    text = feed_text(feed)
-    return (
-        feed.symbol,
-        text.price,
-        text.volume,
-        text.bid,
-        text.ask,
-        text.timestamp,
-        text.received_at,
-        ingested_at,
-        feed.source,
-        feed.worker_id,
-        _meta_encoder.encode(feed.metadata).decode(),
-    )
+    """A feed as the parameters of the one-row ``INSERT``."""
+    return tuple(feed_params((feed,), ingested_at))
+
+
+def row_chunks(rows: int, sizes: Sequence[int]) -> list[int]:
+    """``rows`` cut greedily into statement sizes, largest first (``sizes`` ends with 1)."""
+    chunks = []
+    for size in sizes:
+        count, rows = divmod(rows, size)
+        chunks += [size] * count
+    return chunks
 
 
 def _feed(row: tuple[Any, ...]) -> PriceFeed:
@@ -271,6 +335,7 @@ class SQLiteStore:
         self._write_lock = trio.CapacityLimiter(1)
         self._read_lock = trio.CapacityLimiter(1)
         self._opening = trio.Lock()
+        self._row_sizes: tuple[int, ...] = ROW_SIZES  # cut to the writer connection's limit
         self.rows_written = 0
         self.batches_written = 0
         self.snapshots_written = 0
@@ -288,7 +353,8 @@ class SQLiteStore:
                 raise StoreError(f"cannot open {self.path}: {exc}") from exc
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               cached_statements=CACHED_STATEMENTS)  # fmt: skip
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         return conn
 
@@ -299,6 +365,8 @@ class SQLiteStore:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             self._migrate(conn)
+            limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+            self._row_sizes = tuple(n for n in ROW_SIZES if n * WIDTH <= limit)
         except BaseException:
             conn.close()
             raise
@@ -320,11 +388,11 @@ class SQLiteStore:
         return version
 
     async def write(self, feeds: Sequence[PriceFeed]) -> int:
-        def rows() -> list[tuple[Any, ...]]:
-            ingested_at = format_time(utc_now())
-            return [to_row(feed, ingested_at) for feed in feeds]
+        def insert(conn: sqlite3.Connection) -> int:
+            params = feed_params(feeds, format_time(utc_now()))
+            return insert_feeds(conn, self._row_sizes, params)
 
-        added = await self._write_many(INSERT, rows)
+        added = await self._in_writer(insert)
         self.rows_written += added
         self.batches_written += 1
         self.last_write_at = utc_now()
@@ -344,12 +412,14 @@ class SQLiteStore:
 
     async def _write_many(self, statement: str, rows: Callable[[], list[tuple[Any, ...]]]) -> int:
         """``statement`` for each of ``rows()`` in one transaction; the rows changed."""
+        return await self._in_writer(lambda conn: _execute_many(conn, statement, rows()))
+
+    async def _in_writer(self, write: Callable[[sqlite3.Connection], int]) -> int:
+        """``write`` on the writer connection, in a worker thread under the write limiter."""
         if self._writer is None:
             await self.open()  # the store was not there at start: it is now, or this raises
         conn = self._require(self._writer)
-        return await self._in_thread(
-            self._write_lock, lambda: _execute_many(conn, statement, rows())
-        )
+        return await self._in_thread(self._write_lock, lambda: write(conn))
 
     async def latest(self, symbols: Sequence[str], *, source: str | None = None) -> list[PriceFeed]:
         def query(conn: sqlite3.Connection) -> list[PriceFeed]:
@@ -490,10 +560,29 @@ class SQLiteStore:
 
 def _execute_many(conn: sqlite3.Connection, statement: str, rows: list[tuple[Any, ...]]) -> int:
     """``statement`` for each row in one transaction; the rows it changed."""
+    return _in_transaction(conn, lambda: conn.executemany(statement, rows))
+
+
+def insert_feeds(conn: sqlite3.Connection, sizes: Sequence[int], params: list[Any]) -> int:
+    """The rows in ``params`` (``feed_params``) in one transaction, by as few multi-row
+    ``INSERTS`` as ``row_chunks`` gives; the rows added (a duplicate is ignored)."""
+
+    def insert() -> None:
+        start = 0
+        for rows in row_chunks(len(params) // WIDTH, sizes):
+            end = start + rows * WIDTH
+            conn.execute(INSERTS[rows], params[start:end])
+            start = end
+
+    return _in_transaction(conn, insert)
+
+
+def _in_transaction(conn: sqlite3.Connection, body: Callable[[], object]) -> int:
+    """``body()`` between ``BEGIN`` and ``COMMIT`` (``ROLLBACK`` if it raises); rows changed."""
     before = conn.total_changes
     conn.execute("BEGIN")
     try:
-        conn.executemany(statement, rows)
+        body()
     except BaseException:
         conn.execute("ROLLBACK")
         raise
