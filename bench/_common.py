@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -67,22 +67,29 @@ class BenchError(Exception):
     """A benchmark precondition failed (a row count, an exit code, a timeout)."""
 
 
-def chrono_command(config: Path, profile: Path | None) -> list[str] | None:
-    """``None`` for a plain ``chrono run``; pyinstrument around it when profiling."""
-    if profile is None:
+def chrono_command(
+    config: Path, profile: Path | None, env: Mapping[str, str] | None = None
+) -> list[str] | None:
+    """``None`` for a plain ``chrono run``; pyinstrument around it when profiling; ``env``
+    (say ``SSL_CERT_FILE``) set through ``env(1)``, which execs: the pid is still chrono's."""
+    if profile is None and not env:
         return None
-    # pyinstrument runs chrono in-process and writes its report when chrono exits (SIGTERM).
-    report = ["-r", "html" if profile.suffix == ".html" else "text", "-o", str(profile)]
-    return [sys.executable, "-m", "pyinstrument", *report, "-m", "chrono", "run", str(config)]
+    command = [sys.executable, "-m", "chrono", "run", str(config)]
+    if profile is not None:
+        # pyinstrument runs chrono in-process and writes its report when chrono exits (SIGTERM).
+        report = ["-r", "html" if profile.suffix == ".html" else "text", "-o", str(profile)]
+        command[1:3] = ["-m", "pyinstrument", *report, "-m", "chrono"]
+    return ["env", *(f"{k}={v}" for k, v in (env or {}).items()), *command] if env else command
 
 
 @asynccontextmanager
 async def open_bench_chrono(
-    config: Path, *, profile: Path | None = None
+    config: Path, *, profile: Path | None = None, env: Mapping[str, str] | None = None
 ) -> AsyncIterator[ChronoProcess]:
-    """``chrono run CONFIG``, serving; a failure to start becomes ``BenchError``."""
+    """``chrono run CONFIG`` (with ``env`` added to its environment), serving; a failure to
+    start becomes ``BenchError``."""
     try:
-        async with open_chrono(config, command=chrono_command(config, profile)) as chrono:
+        async with open_chrono(config, command=chrono_command(config, profile, env)) as chrono:
             yield chrono
     except RuntimeError as exc:
         raise BenchError(str(exc)) from exc
@@ -93,6 +100,10 @@ class ReadOnlyDb:
 
     Queries run in a worker thread, one at a time, so the simulator's loop is never blocked.
     """
+
+    # max(id) is O(log n) and equals the count (Chrono never deletes, and an ignored duplicate
+    # takes no id); count(*) scans, so ``wait_count`` runs it once at the end.
+    TOP_SQL = "SELECT coalesce(max(id), 0) FROM price_feeds"
 
     def __init__(self, path: Path) -> None:
         self._conn = sqlite3.connect(
@@ -110,15 +121,17 @@ class ReadOnlyDb:
         [(rows,)] = await self.query("SELECT count(*) FROM price_feeds")
         return int(rows)
 
+    async def top(self) -> int:
+        """The rows stored, cheaply (``TOP_SQL``)."""
+        [(top,)] = await self.query(self.TOP_SQL)
+        return int(top)
+
     async def wait_count(self, expected: int, timeout_s: float, *, exact: bool = True) -> int:
         """Poll until ``expected`` rows are stored (or more, unless ``exact``); ``BenchError``
         on a timeout, or on more rows than expected when ``exact``."""
         with trio.move_on_after(timeout_s):
             while True:
-                # max(id) is O(log n) and equals the count (Chrono never deletes, and an
-                # ignored duplicate takes no id); count(*) scans, so it runs once at the end.
-                [(top,)] = await self.query("SELECT coalesce(max(id), 0) FROM price_feeds")
-                if top >= expected:
+                if await self.top() >= expected:
                     break
                 await trio.sleep(POLL_S)
         rows = await self.count()

@@ -31,9 +31,10 @@ class Histogram:
         self._counts = [0] * (len(self._bounds) + 1)
         self._sum = 0.0
 
-    def observe(self, value: float) -> None:
-        self._counts[bisect_left(self._bounds, value)] += 1
-        self._sum += value
+    def observe(self, value: float, count: int = 1) -> None:
+        """``count`` observations of ``value`` (feeds of one read share a receive time)."""
+        self._counts[bisect_left(self._bounds, value)] += count
+        self._sum += value * count
 
     def statistics(self) -> HistogramStatistics:
         return HistogramStatistics(

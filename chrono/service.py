@@ -63,8 +63,10 @@ log = logging.getLogger(__name__)
 
 Child = Callable[[], Awaitable[None]]
 
-INTAKE_LISTS = 1024  # feed lists (one per frame) collectors may run ahead of the fan-out
-TO_BATCHER_LISTS = 1024  # the fan-out may run this far ahead of the batcher
+# Feed lists (one per socket read: up to ~600 feeds) collectors may run ahead of the fan-out;
+# bounded in lists, so an overloaded store holds at most ~40k feeds here, not millions.
+INTAKE_LISTS = 64
+TO_BATCHER_LISTS = 16  # lists of up to MERGE_MAX_FEEDS the fan-out may run ahead of the batcher
 TO_WRITER_BATCHES = 8  # batches waiting for the store; then the batcher, and so all, blocks
 SNAPSHOT_SETTLE_MARGIN_S = 1.0  # beyond the batch interval, for a snapshot's feeds to be stored
 

@@ -1,8 +1,8 @@
 """The batcher: group feeds for the store, flushing at a count, an age or a size.
 
 Whichever ``[batch]`` limit comes first flushes: ``max_feeds``, ``max_interval_ms`` after the
-first feed of the batch, or ``max_bytes`` of the feeds' JSON. At end of input the rest is
-flushed and the writer's input closed, so a drain writes everything.
+first feed of the batch, or ``max_bytes`` of the feeds' JSON (estimated per list). At end of
+input the rest is flushed and the writer's input closed, so a drain writes everything.
 """
 
 from __future__ import annotations
@@ -68,14 +68,25 @@ class Batcher:
         return None
 
     async def _add(self, feeds: list[PriceFeed]) -> None:
+        """Take ``feeds`` into batches, flushing each that reaches a limit: slices, not a step
+        per feed. Sizes are estimated from the list's first feed, encoded once: feeds of one
+        read are alike, and ``max_bytes`` is a bound on a batch's order of size."""
+        if not feeds:
+            return
         limits = self._limits
-        # The JSON size of the list, spread evenly: one encode per list, not per feed.
-        feed_bytes = len(_encoder.encode(feeds)) // len(feeds) if feeds else 0
-        for feed in feeds:
+        feed_bytes = max(1, len(_encoder.encode(feeds[0])))
+        start, total = 0, len(feeds)
+        while start < total:
             if not self._pending:
                 self._deadline = trio.current_time() + limits.max_interval_ms / 1000
-            self._pending.append(feed)
-            self._pending_bytes += feed_bytes
+            room = min(
+                limits.max_feeds - len(self._pending),
+                max(1, -(-(limits.max_bytes - self._pending_bytes) // feed_bytes)),
+            )
+            taken = feeds[start : start + room]
+            start += len(taken)
+            self._pending.extend(taken)
+            self._pending_bytes += feed_bytes * len(taken)
             if len(self._pending) >= limits.max_feeds:
                 await self._flush("count")
             elif self._pending_bytes >= limits.max_bytes:

@@ -49,7 +49,7 @@ class FanOut:
         async for first in self._intake:
             feeds = with_queued(first, self._intake, MERGE_MAX_FEEDS)
             self.feeds_in += len(feeds)
-            fresh = [feed for feed in feeds if recent.first_time(feed.key())]
+            fresh = recent.first_seen(feeds)
             if len(fresh) != len(feeds):  # rare: the loop over the repeats only then
                 self.duplicates += len(feeds) - len(fresh)
                 kept = {id(feed) for feed in fresh}

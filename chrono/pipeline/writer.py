@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from itertools import groupby
+from operator import attrgetter
 
 import msgspec
 import trio
@@ -30,6 +32,7 @@ from chrono.store import Store
 from chrono.store.spool import Spool, SpoolStatistics
 
 log = logging.getLogger(__name__)
+_SOURCE_AND_RECEIVED = attrgetter("source", "received_at")
 
 WRITE_MAX_FEEDS = 10_000  # batches queued while the store was busy go in one transaction
 
@@ -156,9 +159,11 @@ class IngestWriter:
         self.write_seconds.observe(trio.current_time() - started)
         now = utc_now()
         observe, by_source = self.stored_latency.observe, self._written_by_source
-        for feed in batch:
-            observe((now - feed.received_at).total_seconds())
-            by_source[feed.source] += 1
+        # Feeds of one read share one source and one receive time: one step per such run.
+        for (source, received_at), run in groupby(batch, _SOURCE_AND_RECEIVED):
+            count = sum(1 for _ in run)
+            observe((now - received_at).total_seconds(), count)
+            by_source[source] += count
         self.feeds_written += added
         self.duplicates_ignored += len(batch) - added
         return True
