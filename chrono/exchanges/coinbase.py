@@ -151,7 +151,7 @@ class CoinbaseAdapter:
         """Tickers and heartbeats only, every number and time in canonical text, every product
         one of this collector's; else ``None`` (``chrono.exchanges.fast``)."""
         decode, canonical, feeds = _FAST_DECODER.decode, self._symbols.by_native.get, []
-        price_of, worker_id = rules.price, self.worker_id
+        price_of, worker_id = rules.price_of_amount, self.worker_id
         received_at, received_text = received.at, received.text
         for frame in frames:
             try:

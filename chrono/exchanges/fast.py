@@ -77,6 +77,24 @@ class TextRules:
             rf"[1-9][0-9]*(?:\.[0-9]{{1,{places}}})?|0\.[0-9]{{1,{places}}}"
         ).fullmatch
         self._bounds = rules.bounds
+        self._places = places
+
+    def price_of_amount(self, symbol: str, text: str) -> Decimal | None:
+        """``price`` of ``AmountText`` (plain positional already): the places, digits, zero and
+        bounds checked without another regex."""
+        if len(text) > MAX_DIGITS:
+            return None
+        if (dot := text.find(".")) >= 0 and len(text) - dot - 1 > self._places:
+            return None
+        value = Decimal(text)
+        if not value:
+            return None  # zero: price_not_positive, for the full path to count
+        if (bounds := self._bounds.get(symbol)) is not None and (
+            (bounds.low is not None and value < bounds.low)
+            or (bounds.high is not None and value > bounds.high)
+        ):
+            return None
+        return value
 
     def price(self, symbol: str, text: str) -> Decimal | None:
         """The price if ``text`` is canonical and passes every price rule, else ``None``."""
