@@ -29,7 +29,14 @@ import msgspec
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
 from chrono.exchanges.decoding import MS_US, decode, from_epoch
-from chrono.exchanges.fast import AmountText, Received, TextRules, canonical_amount, epoch_time
+from chrono.exchanges.fast import (
+    AmountText,
+    Received,
+    TextRules,
+    canonical_amount,
+    decode_each,
+    epoch_time,
+)
 from chrono.model import FeedText, PriceFeed, decimal_text
 
 SOURCE: Final = "binance"
@@ -303,15 +310,13 @@ class TickerAdapter(BinanceAdapter):
     ) -> list[PriceFeed] | None:
         """Wrapped ticker events of ours only, every decimal canonical text; else ``None``
         (``chrono.exchanges.fast``). A zero bid or ask is no quote, as on the full path."""
-        decode, to_canonical, feeds = _FAST_TICKER.decode, self._symbols.to_canonical, []
+        to_canonical, feeds = self._symbols.to_canonical, []
         source, worker_id, received_at, received_text = (
             self.source, self.worker_id, received.at, received.text
         )  # fmt: skip
-        for frame in frames:
-            try:
-                wrapped = decode(frame)
-            except (msgspec.DecodeError, UnicodeError):
-                return None
+        if (decoded := decode_each(_FAST_TICKER, frames)) is None:
+            return None
+        for wrapped in decoded:
             ticker = wrapped.data
             if (
                 wrapped.stream.partition("@")[2] != TICKER
@@ -376,15 +381,13 @@ class BookTickerAdapter(BinanceAdapter):
         """Wrapped bookTicker frames only, both sides canonical, non-zero text with an exact
         mid, every symbol one of this collector's; else ``None`` (``chrono.exchanges.fast``).
         Bare frames (a raw ``/ws`` connection) are left to the full path."""
-        decode, to_canonical, feeds = _FAST_BOOK.decode, self._symbols.to_canonical, []
+        to_canonical, feeds = self._symbols.to_canonical, []
         source, worker_id, received_at, received_text = (
             self.source, self.worker_id, received.at, received.text
         )  # fmt: skip
-        for frame in frames:
-            try:
-                wrapped = decode(frame)
-            except (msgspec.DecodeError, UnicodeError):
-                return None
+        if (decoded := decode_each(_FAST_BOOK, frames)) is None:
+            return None
+        for wrapped in decoded:
             book = wrapped.data
             bid_text, ask_text = book.b, book.a
             if (

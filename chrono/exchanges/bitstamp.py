@@ -27,7 +27,14 @@ import msgspec
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
 from chrono.exchanges.decoding import decode_or_classify
-from chrono.exchanges.fast import AmountText, Received, TextRules, epoch_time, plain_text
+from chrono.exchanges.fast import (
+    AmountText,
+    Received,
+    TextRules,
+    decode_each,
+    epoch_time,
+    plain_text,
+)
 from chrono.model import FeedText, PriceFeed
 
 SOURCE: Final = "bitstamp"
@@ -207,14 +214,12 @@ class BitstampAdapter:
         times in ``microtimestamp``; else ``None`` (``chrono.exchanges.fast``). The cached top
         of book moves only when the whole read is taken; a read of books alone (no feed) is
         the full path's, which counts it as data."""
-        decode, to_canonical, feeds = _FAST_DECODER.decode, self._symbols.to_canonical, []
+        to_canonical, feeds = self._symbols.to_canonical, []
         worker_id, received_at, received_text = self.worker_id, received.at, received.text
         tops, staged, books = self._top, {}, False
-        for frame in frames:
-            try:
-                message = decode(frame)
-            except (msgspec.DecodeError, UnicodeError):
-                return None
+        if (decoded := decode_each(_FAST_DECODER, frames)) is None:
+            return None
+        for message in decoded:
             kind = type(message)
             if kind is Book:
                 kind_name, native = split_channel(message.channel)

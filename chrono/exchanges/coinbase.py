@@ -22,7 +22,14 @@ import msgspec
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
 from chrono.exchanges.decoding import as_utc, decode_or_classify
-from chrono.exchanges.fast import AmountText, Received, TextRules, TimeText, from_time_text
+from chrono.exchanges.fast import (
+    AmountText,
+    Received,
+    TextRules,
+    TimeText,
+    decode_each,
+    from_time_text,
+)
 from chrono.model import FeedText, PriceFeed, to_symbol
 
 SOURCE: Final = "coinbase"
@@ -150,14 +157,12 @@ class CoinbaseAdapter:
     ) -> list[PriceFeed] | None:
         """Tickers and heartbeats only, every number and time in canonical text, every product
         one of this collector's; else ``None`` (``chrono.exchanges.fast``)."""
-        decode, canonical, feeds = _FAST_DECODER.decode, self._symbols.by_native.get, []
+        canonical, feeds = self._symbols.by_native.get, []
         price_of, worker_id = rules.price_of_amount, self.worker_id
         received_at, received_text = received.at, received.text
-        for frame in frames:
-            try:
-                ticker = decode(frame)
-            except (msgspec.DecodeError, UnicodeError):
-                return None
+        if (decoded := decode_each(_FAST_DECODER, frames)) is None:
+            return None
+        for ticker in decoded:
             if type(ticker) is not _TextTicker:
                 continue  # a heartbeat
             time, native = ticker.time, ticker.product_id

@@ -23,11 +23,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
-from typing import Annotated, Final, NamedTuple, Protocol, runtime_checkable
+from typing import Annotated, Final, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
 from chrono.model import MAX_DIGITS, FeedRules, PriceFeed, decimal_text, fixed_time_text
+
+T = TypeVar("T")
 
 # Plain decimals only: [0-9], not \d (which takes any Unicode digit).
 _AMOUNT: Final = re.compile(r"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?").fullmatch
@@ -86,22 +88,16 @@ class TextRules:
             return None
         if (dot := text.find(".")) >= 0 and len(text) - dot - 1 > self._places:
             return None
-        value = Decimal(text)
-        if not value:
-            return None  # zero: price_not_positive, for the full path to count
-        if (bounds := self._bounds.get(symbol)) is not None and (
-            (bounds.low is not None and value < bounds.low)
-            or (bounds.high is not None and value > bounds.high)
-        ):
-            return None
-        return value
+        return self._positive_in_bounds(symbol, Decimal(text))
 
     def price(self, symbol: str, text: str) -> Decimal | None:
         """The price if ``text`` is canonical and passes every price rule, else ``None``."""
         # At most MAX_DIGITS digits: a sure bound without counting (leading "0." included).
         if len(text) > MAX_DIGITS or self._price(text) is None:
             return None
-        value = Decimal(text)
+        return self._positive_in_bounds(symbol, Decimal(text))
+
+    def _positive_in_bounds(self, symbol: str, value: Decimal) -> Decimal | None:
         if not value:
             return None  # zero: price_not_positive, for the full path to count
         if (bounds := self._bounds.get(symbol)) is not None and (
@@ -171,6 +167,15 @@ def epoch_time(value: int, unit_us: int) -> tuple[datetime, str] | None:
         return None
     second, micro = divmod(micros, 1_000_000)
     return at, f"{_second_text(second)}{micro:06d}Z"
+
+
+def decode_each(decoder: msgspec.json.Decoder[T], frames: Sequence[bytes]) -> list[T] | None:
+    """Every frame decoded, or ``None`` if any fails (the full path then tells why)."""
+    decode = decoder.decode
+    try:
+        return [decode(frame) for frame in frames]
+    except (msgspec.DecodeError, UnicodeError):
+        return None
 
 
 @runtime_checkable

@@ -30,7 +30,14 @@ from msgspec import UNSET, UnsetType
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
 from chrono.exchanges.decoding import decode
-from chrono.exchanges.fast import AmountOrEmpty, AmountText, Received, TextRules, epoch_time
+from chrono.exchanges.fast import (
+    AmountOrEmpty,
+    AmountText,
+    Received,
+    TextRules,
+    decode_each,
+    epoch_time,
+)
 from chrono.model import FeedText, PriceFeed, decimal_text
 
 SOURCE: Final = "gemini"
@@ -170,13 +177,11 @@ class GeminiAdapter:
         """bookTickers of ours with a last trade only, every number canonical text (``""``
         for no level); else ``None`` (``chrono.exchanges.fast``). Responses (pings included)
         are the full path's: they settle pending requests."""
-        decode, to_canonical, feeds = _FAST_DECODER.decode, self._symbols.to_canonical, []
+        to_canonical, feeds = self._symbols.to_canonical, []
         worker_id, received_at, received_text = self.worker_id, received.at, received.text
-        for frame in frames:
-            try:
-                ticker = decode(frame)
-            except (msgspec.DecodeError, UnicodeError):
-                return None
+        if (decoded := decode_each(_FAST_DECODER, frames)) is None:
+            return None
+        for ticker in decoded:
             native, nanos = ticker.s, ticker.E
             if (
                 nanos <= 0

@@ -29,7 +29,7 @@ import msgspec
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, ParsedFrame
 from chrono.exchanges.decoding import as_utc, decode
-from chrono.exchanges.fast import Received, TextRules, TimeText, plain_text, utc_time
+from chrono.exchanges.fast import Received, TextRules, TimeText, decode_each, plain_text, utc_time
 from chrono.exchanges.kraken_common import (
     _LIMITS,
     _PING_INTERVAL_S,
@@ -194,13 +194,11 @@ class KrakenAdapter(KrakenAdapterBase):
     ) -> list[PriceFeed] | None:
         """Tickers of ours and heartbeats only, every price finite and positional, the time
         fixed-width UTC text (or absent); else ``None`` (``chrono.exchanges.fast``)."""
-        decode, to_canonical, feeds = _FAST_DECODER.decode, self._symbols.to_canonical, []
+        to_canonical, feeds = self._symbols.to_canonical, []
         worker_id, received_at, received_text = self.worker_id, received.at, received.text
-        for frame in frames:
-            try:
-                message = decode(frame)
-            except (msgspec.DecodeError, UnicodeError):
-                return None
+        if (decoded := decode_each(_FAST_DECODER, frames)) is None:
+            return None
+        for message in decoded:
             if type(message) is not _FastTicker:
                 continue  # a heartbeat
             if not message.data:
