@@ -212,6 +212,24 @@ def check_price(
             raise InvalidFeed("price_above_bound", f"{price} > {bounds.high}")
 
 
+def check_amount(name: str, value: Decimal | None, max_places: int = MAX_DECIMAL_PLACES) -> None:
+    """Raise ``InvalidFeed`` (``<name>_not_finite``, ``_negative``, ``_too_precise``,
+    ``_too_many_digits``) unless an optional amount (volume, bid, ask) is absent, finite, not
+    negative, and storable as plain text: ``1E+999999999`` would be a billion digits."""
+    if value is None:
+        return
+    if not value.is_finite():
+        raise InvalidFeed(f"{name}_not_finite", str(value))
+    if value.is_signed():
+        raise InvalidFeed(f"{name}_negative", str(value))
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite, checked above
+    if -exponent > max_places:
+        raise InvalidFeed(f"{name}_too_precise", f"{value} has over {max_places} places")
+    if len(digits) + max(exponent, 0) > MAX_DIGITS:
+        raise InvalidFeed(f"{name}_too_many_digits", f"{value} has over {MAX_DIGITS} digits")
+
+
 class FeedRules:
     """Validation shared by every collector and by ingest: price rules plus time sanity."""
 
@@ -232,6 +250,9 @@ class FeedRules:
                 raise InvalidFeed("bad_symbol", feed.symbol)
             self._good_symbols.add(feed.symbol)
         check_price(feed.price, max_places=self.max_places, bounds=self.bounds.get(feed.symbol))
+        check_amount("volume", feed.volume)
+        check_amount("bid", feed.bid)
+        check_amount("ask", feed.ask)
         if feed.timestamp.tzinfo is None or feed.timestamp.utcoffset():
             raise InvalidFeed("timestamp_not_utc", feed.timestamp.isoformat())
 

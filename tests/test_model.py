@@ -75,3 +75,27 @@ def test_wire_form_keeps_digits_and_writes_z() -> None:
     assert wire.price == "0.000000012345678901"
     assert wire.timestamp == "2026-11-20T12:00:00.123456Z"
     assert decimal_text(Decimal("67234.56000000")) == "67234.56000000"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("volume", "NaN", "volume_not_finite"),
+        ("bid", "-0.5", "bid_negative"),
+        ("ask", "1E+999999999", "ask_too_many_digits"),  # a billion digits written out
+        ("volume", "1E-999999999", "volume_too_precise"),
+        ("bid", "1" * 39, "bid_too_many_digits"),
+    ],
+)
+def test_an_amount_that_cannot_be_stored_rejects_the_feed(
+    field: str, value: str, reason: str
+) -> None:
+    feed = msgspec.structs.replace(make_feed(), **{field: Decimal(value)})
+    with pytest.raises(InvalidFeed) as caught:
+        FeedRules().check(feed)
+    assert caught.value.reason == reason
+
+
+def test_amounts_within_range_pass() -> None:
+    fine = {"volume": Decimal("0"), "bid": Decimal("0." + "0" * 17 + "1"), "ask": Decimal("9" * 38)}
+    FeedRules().check(msgspec.structs.replace(make_feed(), **fine))

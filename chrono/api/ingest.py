@@ -68,11 +68,11 @@ from chrono.api.errors import ApiError, ErrorCode
 from chrono.api.protocol import MAX_BODY_BYTES
 from chrono.errors import InvalidFeed
 from chrono.model import (
-    MAX_DIGITS,
     FeedKey,
     FeedRules,
     PriceFeed,
     RecentKeys,
+    check_amount,
     time_text,
     utc_now,
 )
@@ -256,17 +256,17 @@ def _feed(raw: msgspec.Raw, worker_id: str, rules: FeedRules, now: datetime) -> 
         ask=ask,
         metadata=metadata,
     )
+    if feed.volume is not None:  # before FeedRules', so a bid in metadata is named so
+        _check_amount("volume", feed.volume, rules.max_places)
+    for name, amount, top_level in (("bid", bid, item.bid), ("ask", ask, item.ask)):
+        if amount is not None:
+            _check_amount(name, amount, rules.max_places, in_metadata=top_level is None)
     try:
         rules.check(feed)
     except InvalidFeed as exc:
         field = "symbol" if exc.reason == "bad_symbol" else exc.reason.partition("_")[0]
         raise _Invalid(field, exc.reason, exc.detail) from None
     _check_amount("price", feed.price, rules.max_places)
-    if feed.volume is not None:
-        _check_amount("volume", feed.volume, rules.max_places)
-    for name, amount, top_level in (("bid", bid, item.bid), ("ask", ask, item.ask)):
-        if amount is not None:
-            _check_amount(name, amount, rules.max_places, in_metadata=top_level is None)
     limit = now + timedelta(seconds=MAX_FUTURE_S)
     for name, moment in ((time_field, timestamp), ("received_at", received_at)):
         if moment > limit:
@@ -337,19 +337,14 @@ def _utc(value: datetime, field: str) -> datetime:
 
 
 def _check_amount(name: str, value: Decimal, max_places: int, *, in_metadata: bool = False) -> None:
-    """Non-negative, finite and storable as plain text (``FeedRules`` checked the price's sign
-    and places; a huge exponent would still write thousands of digits)."""
-    field = f"metadata.{name}" if in_metadata else name
-    if not value.is_finite():
-        raise _Invalid(field, f"{name}_not_finite", str(value))
-    if value.is_signed():
-        raise _Invalid(field, f"{name}_negative", str(value))
-    _, digits, exponent = value.as_tuple()
-    assert isinstance(exponent, int)  # finite
-    if -exponent > max_places:
-        raise _Invalid(field, f"{name}_too_precise", f"{value} has over {max_places} places")
-    if len(digits) + max(exponent, 0) > MAX_DIGITS:
-        raise _Invalid(field, f"{name}_too_many_digits", f"{value} has over {MAX_DIGITS} digits")
+    """``check_amount`` at this server's places (``FeedRules`` checked the price's sign), named
+    by the field the caller sent it in."""
+    try:
+        check_amount(name, value, max_places)
+    except InvalidFeed as exc:
+        raise _Invalid(
+            f"metadata.{name}" if in_metadata else name, exc.reason, exc.detail
+        ) from None
 
 
 async def _hand_over(ctx: ApiContext, feeds: list[PriceFeed]) -> None:

@@ -27,12 +27,22 @@ from typing import Annotated, Final, NamedTuple, Protocol, TypeVar, runtime_chec
 
 import msgspec
 
-from chrono.model import MAX_DIGITS, FeedRules, PriceFeed, decimal_text, fixed_time_text
+from chrono.model import (
+    MAX_DECIMAL_PLACES,
+    MAX_DIGITS,
+    FeedRules,
+    PriceFeed,
+    decimal_text,
+    fixed_time_text,
+)
 
 T = TypeVar("T")
 
 # Plain decimals only: [0-9], not \d (which takes any Unicode digit).
-_AMOUNT: Final = re.compile(r"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?").fullmatch
+# ... and within FeedRules' amount range (chrono.model.check_amount): at most MAX_DECIMAL_PLACES
+# places, at most 39 characters and no 39 digits in a row: so at most MAX_DIGITS digits.
+_AMOUNT_RE: Final = r"(?=[0-9.]{1,39}(?![0-9.]))(?![0-9]{39})(?:0|[1-9][0-9]*)(?:\.[0-9]{1,18})?"
+_AMOUNT: Final = re.compile(_AMOUNT_RE).fullmatch
 _TIME: Final = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
 ).fullmatch
@@ -49,9 +59,9 @@ _DATE: Final = (
 _CLOCK: Final = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z"
 
 # Field types for fast Structs (``\A``/``\Z``: msgspec searches, and ``$`` takes a final "\n").
-AmountText = Annotated[str, msgspec.Meta(pattern=r"\A(?:0|[1-9][0-9]*)(?:\.[0-9]+)?\Z")]
+AmountText = Annotated[str, msgspec.Meta(pattern=rf"\A{_AMOUNT_RE}\Z")]
 """A plain positional decimal (``canonical_amount``): what a ``Decimal`` field accepts too."""
-AmountOrEmpty = Annotated[str, msgspec.Meta(pattern=r"\A(?:(?:0|[1-9][0-9]*)(?:\.[0-9]+)?)?\Z")]
+AmountOrEmpty = Annotated[str, msgspec.Meta(pattern=rf"\A(?:{_AMOUNT_RE})?\Z")]
 """``AmountText`` or ``""`` (an exchange's "no value")."""
 TimeText = Annotated[str, msgspec.Meta(pattern=rf"\A{_DATE}T{_CLOCK}\Z")]
 """Fixed-width UTC time text of a real date and time (``utc_time`` always parses it)."""
@@ -118,18 +128,15 @@ def amount(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
 
-PLAIN_DIGITS: Final = 60  # the digits and places ``plain_text`` writes out at most
-
-
 def plain_text(value: Decimal) -> str | None:
-    """``decimal_text`` of a finite, non-negative ``Decimal`` with no exponent and at most
-    ``PLAIN_DIGITS`` digits and places, else ``None``; for exchanges that send numbers, not
-    text. (``1E-999999999``, which a JSON number or ``Decimal`` text may say, written out
-    would be a billion digits.)"""
+    """``decimal_text`` of a finite, non-negative ``Decimal`` with no exponent, at most
+    ``MAX_DIGITS`` digits and ``MAX_DECIMAL_PLACES`` places (FeedRules' amount range), else
+    ``None``; for exchanges that send numbers, not text. (``1E-999999999``,
+    which a JSON number or ``Decimal`` text may say, written out would be a billion digits.)"""
     sign, digits, exponent = value.as_tuple()
     if sign or not isinstance(exponent, int):  # negative, NaN or infinite
         return None
-    if not -PLAIN_DIGITS <= exponent <= 0 or len(digits) > PLAIN_DIGITS:
+    if not -MAX_DECIMAL_PLACES <= exponent <= 0 or len(digits) > MAX_DIGITS:
         return None
     return decimal_text(value)
 
