@@ -122,6 +122,7 @@ async def exercise(sim: CoinbaseSimulator, http: httpx.AsyncClient, config: Path
     assert collector["invalid_frames"] == {"malformed": 1, "schema": 1}
     assert collector["reconnects"] == 1
     assert collector["state"] == "streaming"
+    assert collector["frames_fast"] > 0  # the tickers' reads took the fast path (not garbage)
 
     shown = await chrono_status(config)
     assert shown.returncode == 0, shown.stderr

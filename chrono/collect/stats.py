@@ -32,6 +32,7 @@ class CollectorStatistics(msgspec.Struct, frozen=True, kw_only=True):
     resubscribes: int
     rate_limited: int
     feeds_collected: int
+    frames_fast: int  # frames in reads the adapter's fast path took (the rest: its full path)
     last_data_at: datetime | None
     last_data_age_s: float | None
     stale_symbols: list[str]
@@ -97,6 +98,7 @@ class CollectorStats:
             resubscribes=self.resubscribes,
             rate_limited=self.rate_limited,
             feeds_collected=self.feeds_collected,
+            frames_fast=self.frames_fast,
             last_data_at=self.last_data_at,
             last_data_age_s=_age_s(self.last_data_at, now),
             stale_symbols=[entry.symbol for entry in fresh if entry.stale],
