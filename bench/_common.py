@@ -5,9 +5,11 @@ Every wait here is bounded; a child process is killed on any error (``open_chron
 
 from __future__ import annotations
 
+import argparse
+import json
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -65,6 +67,26 @@ LIMITS_TOML: Final = "[limits]\n" + "".join(f"{k} = {v}\n" for k, v in BENCH_LIM
 
 class BenchError(Exception):
     """A benchmark precondition failed (a row count, an exit code, a timeout)."""
+
+
+def run_main(
+    run: Callable[[argparse.Namespace], Awaitable[dict[str, Any]]],
+    args: argparse.Namespace,
+    render: Callable[[dict[str, Any]], str],
+) -> int:
+    """A benchmark's ``main``: its table (JSON with ``--json``) on stdout and 0, or each
+    ``BenchError`` as ``bench failed: ...`` on stderr and 1."""
+    failures: list[BaseException] = []
+    try:
+        result = trio.run(run, args)
+    except* BenchError as group:  # nurseries wrap it; a return is not allowed in except*
+        failures = leaves(group)
+    if failures:
+        for exc in failures:
+            print(f"bench failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result) if args.json else render(result))
+    return 0
 
 
 def chrono_command(

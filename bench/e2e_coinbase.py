@@ -43,9 +43,9 @@ from _common import (
     BenchError,
     ReadOnlyDb,
     epoch_s,
-    leaves,
     open_bench_chrono,
     percentile,
+    run_main,
 )
 from _floor import (
     FLOORS,
@@ -459,17 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         kind, url, feeds, cafile = args.floor_client
         print(json.dumps(floor_client(kind, url, int(feeds), None if cafile == "-" else cafile)))
         return 0
-    failures: list[BaseException] = []
-    try:
-        result = trio.run(run_bench, args)
-    except* BenchError as group:  # nurseries wrap it; a return is not allowed in except*
-        failures = leaves(group)
-    if failures:
-        for exc in failures:
-            print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(result) if args.json else render(result))
-    return 0
+    return run_main(run_bench, args, render)
 
 
 if __name__ == "__main__":

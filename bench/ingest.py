@@ -15,7 +15,6 @@ Usage: ``python bench/ingest.py [--workers W] [--batches B] [--health-requests R
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -34,9 +33,9 @@ from _common import (
     BenchError,
     ReadOnlyDb,
     epoch_s,
-    leaves,
     open_bench_chrono,
     percentile,
+    run_main,
 )
 
 from chrono.config import BatchConfig
@@ -351,17 +350,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    failures: list[BaseException] = []
-    try:
-        result = trio.run(run_bench, args)
-    except* BenchError as group:  # nurseries wrap it; a return is not allowed in except*
-        failures = leaves(group)
-    if failures:
-        for exc in failures:
-            print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(result) if args.json else render(result))
-    return 0
+    return run_main(run_bench, args, render)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,6 @@ class FeedConnection:
         self._pongs: dict[bytes, trio.Event] = {}
         self._ended: FeedConnectionError | None = None  # the protocol closed or failed
         self._reading = False  # inside a socket read: everything received so far is handled
-        self.frames_received = 0
 
     async def send(self, text: str) -> None:
         self._check_open()
@@ -72,7 +71,6 @@ class FeedConnection:
             if self._protocol.writes:
                 await self._flush()  # pongs and a close's echo
             if frames:
-                self.frames_received += len(frames)
                 return frames
             if self._ended is not None:
                 raise self._ended

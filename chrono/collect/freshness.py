@@ -61,7 +61,8 @@ class SymbolFreshness:
     acked: bool = False
     resubscribes: int = 0
 
-    def seen(self, now: float) -> None:
+    def seen(self, now: float, ticks: int = 1) -> None:
+        """``ticks`` of this symbol arrived together at ``now`` (one read): one gap."""
         if self.last_data is not None:
             gap = now - self.last_data
             if self.gap_s is None:
@@ -70,7 +71,7 @@ class SymbolFreshness:
                 weight = RISE if gap > self.gap_s else DECAY
                 self.gap_s += weight * (gap - self.gap_s)
         self.last_data = now
-        self.feeds += 1
+        self.feeds += ticks
 
     def threshold_s(self, rules: FreshnessRules) -> float:
         if self.gap_s is None:
@@ -86,19 +87,16 @@ class Freshness:
         self.rules = rules
         self.symbols = {s: SymbolFreshness(s, native) for s, native in pairs.items()}
 
-    def seen(self, symbol: str, now: float) -> None:
+    def seen(self, symbol: str, now: float, ticks: int = 1) -> None:
         entry = self.symbols.get(symbol)
         if entry is not None:
-            entry.seen(now)
+            entry.seen(now, ticks)
 
     def seen_ticks(self, ticks: Sequence[PriceFeed], now: float) -> None:
         """The ticks of one read: each symbol seen once (its gap is between reads, not between
         ticks that arrived together), its tick count raised by all of them."""
-        counts = Counter(tick.symbol for tick in ticks)
-        for symbol, count in counts.items():
-            if (entry := self.symbols.get(symbol)) is not None:
-                entry.seen(now)
-                entry.feeds += count - 1
+        for symbol, count in Counter(tick.symbol for tick in ticks).items():
+            self.seen(symbol, now, count)
 
     def acked(self, symbols: list[str]) -> None:
         for symbol in symbols:
