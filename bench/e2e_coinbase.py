@@ -150,6 +150,7 @@ async def measure_chrono(args: argparse.Namespace, tls: Tls | None) -> dict[str,
                 )
                 config.write_text(text.replace(SQLITE_URL, storage_url))
                 async with open_bench_chrono(config, profile=args.profile, env=env) as chrono:
+                    print(f"chrono run is pid {chrono.process.pid}", file=sys.stderr)
                     with trio.fail_after(SUBSCRIBE_TIMEOUT_S):
                         await sim.wait_subscribed(1)
                     db = open_db()

@@ -67,7 +67,7 @@ Child = Callable[[], Awaitable[None]]
 # bounded in lists, so an overloaded store holds at most ~40k feeds here, not millions.
 INTAKE_LISTS = 64
 TO_BATCHER_LISTS = 16  # lists of up to MERGE_MAX_FEEDS the fan-out may run ahead of the batcher
-TO_WRITER_BATCHES = 8  # batches waiting for the store; then the batcher, and so all, blocks
+TO_WRITER_BATCHES = 100  # up to WRITE_MAX_FEEDS of 100-feed batches: merged, the loop runs on
 SNAPSHOT_SETTLE_MARGIN_S = 1.0  # beyond the batch interval, for a snapshot's feeds to be stored
 
 

@@ -21,13 +21,13 @@ from chrono.store.sqlite import (
     MIGRATIONS,
     ROW_SIZES,
     SQLiteStore,
-    row_chunks,
+    statement_rows,
     to_row,
 )
 from tests.feeds import make_feed
 
 CONTENT = ALL_COLUMNS.replace(" ingested_at,", "")  # ingested_at is the write's own time
-LENGTHS = [0, 1, 3, 17, 255, 256, 257, 1000, 10_000]
+LENGTHS = [0, 1, 3, 17, 255, 256, 257, 1000, 2944, 2945, 10_000]
 
 
 def varied_feed(i: int) -> PriceFeed:
@@ -78,15 +78,31 @@ async def test_a_batch_of_any_length_stores_each_row_once_as_one_row_inserts_wou
     assert len({row[1] for row in ids_and_times}) <= 1  # one ingested_at per write
 
 
-def test_row_chunks_cover_every_length_greedily() -> None:
-    assert row_chunks(0, ROW_SIZES) == []
-    assert row_chunks(257, ROW_SIZES) == [256, 1]
-    assert row_chunks(1000, ROW_SIZES) == [256, 256, 256, 64, 64, 64, 16, 16, 4, 4]
-    for rows in range(2000):
-        chunks = row_chunks(rows, ROW_SIZES)
-        assert sum(chunks) == rows
-        assert chunks == sorted(chunks, reverse=True)
-        assert all(chunks.count(size) <= 3 for size in ROW_SIZES[1:])  # 4 of one = 1 larger
+def test_statements_are_the_largest_then_one_padded() -> None:
+    assert statement_rows(0, ROW_SIZES) == []
+    assert statement_rows(1, ROW_SIZES) == [1]
+    assert statement_rows(100, ROW_SIZES) == [128]
+    assert statement_rows(2944, ROW_SIZES) == [2944]
+    assert statement_rows(10_000, ROW_SIZES) == [2944, 2944, 2944, 2048]
+    for rows in range(0, 20_000, 7):
+        statements = statement_rows(rows, ROW_SIZES)
+        assert all(size in ROW_SIZES for size in statements)
+        assert sum(statements[:-1]) < rows <= sum(statements) or rows == 0
+        assert sum(statements) - rows < max(1, rows)  # padding below the rows themselves
+
+
+async def test_a_padded_batch_counts_only_its_new_rows(tmp_path: Path) -> None:
+    """The last statement's padding repeats the last row: the unique key ignores the copies,
+    and a row already stored counts as a duplicate, padded or not."""
+    feeds = [varied_feed(i) for i in range(3001)]
+    store = await opened(tmp_path / "new.db")
+    assert await store.write(feeds[:100]) == 100  # one 128-row statement
+    assert await store.write(feeds[50:]) == 2901  # 2,944 and 8 rows; 50 stored already
+    assert await store.write(feeds[-3:]) == 0  # all stored, padded to 4
+    await store.aclose()
+    one_row_inserts(tmp_path / "old.db", feeds)
+    assert stored(tmp_path / "new.db") == stored(tmp_path / "old.db")
+    assert [row[0] for row in stored(tmp_path / "new.db", "id")] == list(range(1, 3002))
 
 
 async def test_nulls_are_stored_as_null(tmp_path: Path) -> None:
