@@ -570,16 +570,16 @@ def insert_feeds(conn: sqlite3.Connection, sizes: Sequence[int], params: list[An
     """The rows in ``params`` (``feed_params``) in one transaction, by as few multi-row
     ``INSERTS`` as ``statement_rows`` gives; the rows added (a duplicate is ignored). A single
     statement is atomic alone: no ``BEGIN``/``COMMIT`` (two more steps) around it."""
-    rows = len(params) // WIDTH
-    statements = statement_rows(rows, sizes)
-    if pad := sum(statements) - rows:
-        params = params + params[-WIDTH:] * pad
+    statements = statement_rows(len(params) // WIDTH, sizes)
 
     def insert() -> None:
         start = 0
         for size in statements:
             end = start + size * WIDTH
-            conn.execute(INSERTS[size], params[start:end])
+            chunk = params[start:end]
+            if short := end - start - len(chunk):  # the last statement: pad with its last row
+                chunk += chunk[-WIDTH:] * (short // WIDTH)
+            conn.execute(INSERTS[size], chunk)
             start = end
 
     if len(statements) > 1:
