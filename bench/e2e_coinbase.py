@@ -296,15 +296,22 @@ async def _pace(sim: CoinbaseSimulator, rate: float, stop: trio.Event) -> None:
 
 
 def rss_mib(pid: int) -> float:
-    """``VmRSS`` of ``pid`` in MiB (``/proc/PID/status`` gives kB)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise BenchError(f"no VmRSS for pid {pid}")
+    """``VmRSS`` in MiB of ``pid`` and its children (the SQLite writer process); ``/proc``
+    gives kB."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total_kb = 0
+    for each in (pid, *map(int, children)):
+        rss = [line for line in Path(f"/proc/{each}/status").read_text().splitlines()
+               if line.startswith("VmRSS:")]  # fmt: skip
+        if not rss:
+            raise BenchError(f"no VmRSS for pid {each}")
+        total_kb += int(rss[0].split()[1])
+    return total_kb / 1024
 
 
 async def _overload(sim: CoinbaseSimulator, db: Any, pid: int, feeds: int) -> dict[str, Any]:
-    """A burst of ``feeds`` far beyond what the pipeline holds, chrono's RSS every 0.25 s.
+    """A burst of ``feeds`` far beyond what the pipeline holds, chrono's RSS (with its
+    writer process) every 0.25 s.
 
     The burst waits in the simulator and in TCP's buffers, not in chrono, if its backpressure
     works: RSS at 25/50/75/100 % of the rows stored should be about its start.

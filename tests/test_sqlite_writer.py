@@ -15,15 +15,8 @@ import pytest
 
 from chrono.model import FeedText, PriceFeed, feed_text
 from chrono.store import sqlite as sqlite_module
-from chrono.store.sqlite import (
-    ALL_COLUMNS,
-    INSERT,
-    MIGRATIONS,
-    ROW_SIZES,
-    SQLiteStore,
-    statement_rows,
-    to_row,
-)
+from chrono.store.sqlite import SQLiteStore, to_row
+from chrono.store.sqlite_sql import ALL_COLUMNS, INSERT, MIGRATIONS, ROW_SIZES, statement_rows
 from tests.feeds import make_feed
 
 CONTENT = ALL_COLUMNS.replace(" ingested_at,", "")  # ingested_at is the write's own time

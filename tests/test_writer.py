@@ -66,7 +66,6 @@ async def test_an_outage_spools_in_order_and_replays_each_feed_once(tmp_path: Pa
             await wait_until(lambda: writer.healthy)
             for b in sent[6:]:
                 await send.send(b)
-        await store.aclose()
     assert writer.feeds_replayed == 60  # the 5 spooled while locked, and the repeat behind them
     assert writer.duplicates_ignored == 10
     assert writer.feeds_written == 80
@@ -78,6 +77,7 @@ async def test_an_outage_spools_in_order_and_replays_each_feed_once(tmp_path: Pa
     # ids follow the batches' order: replayed in order, and the newer batches after them.
     assert [r[0] for r in sqlite_rows(db)] == sorted(r[0] for r in sqlite_rows(db))
     assert not any((tmp_path / "spool").iterdir())
+    await store.aclose()
 
 
 async def test_a_drain_during_an_outage_leaves_the_rest_spooled_for_the_next_start(
