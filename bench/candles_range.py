@@ -47,7 +47,7 @@ from _common import ADMIN_KEY, LIMITS_TOML, BenchError, leaves, open_bench_chron
 from chrono.errors import StoreError
 from chrono.model import PriceFeed, time_text, utc_now
 from chrono.store import PostgresStore, SQLiteStore, pg_sql
-from chrono.store import sqlite as sqlite_sql
+from chrono.store import sqlite as chrono_sqlite
 from chrono.store.base import FIRST_ID, INTERVALS
 from chrono.testing.postgres import PostgresMissing, start_cluster
 
@@ -177,17 +177,17 @@ class SQLiteTarget:
         return (
             "SELECT count(*) FROM price_feeds WHERE symbol = ? AND timestamp >= ?"
             " AND timestamp < ?",
-            (SYMBOL, sqlite_sql.format_time(start), sqlite_sql.format_time(end)),
+            (SYMBOL, chrono_sqlite.format_time(start), chrono_sqlite.format_time(end)),
         )
 
     def candle_sql(self, start: datetime, end: datetime) -> tuple[str, tuple[Any, ...]]:
         # What SQLiteStore.candles runs; it buckets the rows in Python (chrono.store.candles).
-        fmt = sqlite_sql.format_time
-        return sqlite_sql.CANDLE_ROWS, (SYMBOL, fmt(start), fmt(end), None, None)
+        fmt = chrono_sqlite.format_time
+        return chrono_sqlite.CANDLE_ROWS, (SYMBOL, fmt(start), fmt(end), None, None)
 
     def page_sql(self, start: datetime, end: datetime) -> tuple[str, tuple[Any, ...]]:
-        fmt = sqlite_sql.format_time
-        return sqlite_sql.PAGE, (SYMBOL, fmt(start), fmt(end), None, None, fmt(start),
+        fmt = chrono_sqlite.format_time
+        return chrono_sqlite.PAGE, (SYMBOL, fmt(start), fmt(end), None, None, fmt(start),
                                  FIRST_ID, RAW_LIMIT + 1)  # fmt: skip
 
     def plan(self, sql: str, args: Any) -> str:

@@ -62,7 +62,7 @@ from chrono.errors import StoreError
 from chrono.model import PriceFeed, feed_text, utc_now
 from chrono.pipeline.writer import IngestWriter
 from chrono.service import TO_WRITER_BATCHES
-from chrono.store import PostgresStore, SQLiteStore
+from chrono.store import PostgresStore, SQLiteStore, sqlite_sql
 from chrono.store import sqlite as chrono_sqlite
 from chrono.store.pg_sql import COLUMNS, INCOMING_TYPES
 from chrono.store.postgres import copy_row
@@ -117,7 +117,7 @@ def sqlite_floor(path: Path, batches: Batches) -> float:
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
-        for migration in chrono_sqlite.MIGRATIONS:
+        for migration in sqlite_sql.MIGRATIONS:
             for statement in migration.statements:
                 conn.execute(statement)
         start = perf_counter()
@@ -125,7 +125,7 @@ def sqlite_floor(path: Path, batches: Batches) -> float:
             ingested_at = chrono_sqlite.format_time(utc_now())
             rows = [chrono_sqlite.to_row(f, ingested_at) for f in batch]
             conn.execute("BEGIN")
-            conn.executemany(chrono_sqlite.INSERT, rows)
+            conn.executemany(sqlite_sql.INSERT, rows)
             conn.execute("COMMIT")
         return perf_counter() - start
     finally:
@@ -418,10 +418,10 @@ Write = Callable[[sqlite3.Connection, list[PriceFeed]], None]
 def sqlite_at(path: Path, version: int) -> sqlite3.Connection:
     """A fresh file at schema ``version``, connected as the store's writer is."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                           cached_statements=chrono_sqlite.CACHED_STATEMENTS)  # fmt: skip
+                           cached_statements=sqlite_sql.CACHED_STATEMENTS)  # fmt: skip
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
-    for migration in chrono_sqlite.MIGRATIONS[:version]:
+    for migration in sqlite_sql.MIGRATIONS[:version]:
         for statement in migration.statements:
             conn.execute(statement)
     return conn
@@ -432,14 +432,14 @@ def executemany_write(conn: sqlite3.Connection, batch: list[PriceFeed]) -> None:
     ingested_at = chrono_sqlite.format_time(utc_now())
     rows = [chrono_sqlite.to_row(f, ingested_at) for f in batch]
     conn.execute("BEGIN")
-    conn.executemany(chrono_sqlite.INSERT, rows)
+    conn.executemany(sqlite_sql.INSERT, rows)
     conn.execute("COMMIT")
 
 
 def multi_row_write(conn: sqlite3.Connection, batch: list[PriceFeed]) -> None:
     """``SQLiteStore.write``'s work in its thread: one flat list, a few multi-row INSERTs."""
     params = chrono_sqlite.feed_params(batch, chrono_sqlite.format_time(utc_now()))
-    chrono_sqlite.insert_feeds(conn, chrono_sqlite.ROW_SIZES, params)
+    sqlite_sql.insert_feeds(conn, sqlite_sql.ROW_SIZES, params)
 
 
 WRITERS: Final[dict[str, Write]] = {

@@ -68,6 +68,8 @@ async def test_a_killed_writer_fails_one_write_and_the_next_write_starts_another
     assert await store.write([make_feed(i) for i in range(5, 20)]) == 10  # 5..9 are stored
     assert writer_pid(store) != first
     assert store.writer.starts == 2
+    shown = store.statistics()
+    assert (shown.writer_pid, shown.writer_starts) == (store.writer.pid, 2)
     assert [f.price for f in await store.latest(["BTC/USD"])] == [make_feed(19).price]
     await store.aclose()
     assert count(db) == 20

@@ -92,6 +92,8 @@ class StoreStatistics(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=T
     ftso_answers_written: int
     last_write_at: datetime | None
     path: str | None = None  # SQLite
+    writer_pid: int | None = None  # SQLite: its writer process, while one runs
+    writer_starts: int | None = None  # SQLite: writer processes started (more than 1: one lost)
     url: str | None = None  # PostgreSQL, password masked
     timescaledb: str | None = None  # PostgreSQL: which path is in use, and why
     connects: int | None = None  # PostgreSQL

@@ -346,6 +346,8 @@ class SQLiteStore:
         return StoreStatistics(
             kind=self.kind,
             path=str(self.path),
+            writer_pid=self.writer.pid,
+            writer_starts=self.writer.starts,
             rows_written=self.rows_written,
             batches_written=self.batches_written,
             snapshots_written=self.snapshots_written,
