@@ -1,6 +1,6 @@
 """Numbered schema migrations and the version table both stores keep.
 
-Each store lists its migrations in order (``SQLITE`` in ``sqlite.py``, ``POSTGRES`` in
+Each store lists its migrations in order (``MIGRATIONS`` in ``sqlite_sql.py`` and in
 ``postgres.py``); a store applies the ones above its version, each in one transaction together
 with its row in ``chrono_schema_version``. Version 1 creates ``price_feeds`` with ``IF NOT
 EXISTS``, so a database made before versions existed is adopted as it is.
