@@ -20,6 +20,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -207,12 +208,11 @@ class SQLiteStore:
             try:
                 await self.writer.open()  # first: it makes the file and migrates it
                 if self._reader is None:
-                    self._reader = await self._in_thread(self._read_lock, self._connect)
+                    self._reader = await self._in_thread(
+                        self._read_lock, partial(connect, self.path)
+                    )
             except StoreError as exc:
                 raise StoreError(f"cannot open {self.path}: {exc}") from exc
-
-    def _connect(self) -> sqlite3.Connection:
-        return connect(self.path)
 
     async def schema_version(self) -> int:
         version: int = (await self._read(lambda conn: conn.execute(CURRENT_VERSION).fetchone()))[0]

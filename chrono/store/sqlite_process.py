@@ -131,16 +131,12 @@ class WriterProcess:
     async def aclose(self) -> None:
         """End the child's input and wait for it to exit; kill it if it does not in time."""
         async with self._lock:
-            process, self._process = self._process, None
-            if process is None:
+            if (process := self._process) is None:
                 return
-            with trio.CancelScope(shield=True):
-                with trio.move_on_after(CLOSE_TIMEOUT_S):
-                    await _pipe(process.stdin).aclose()
-                    await process.wait()
-                process.kill()
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+                await _pipe(process.stdin).aclose()
                 await process.wait()
-                await _close_pipes(process)
+            await self._kill()  # reaps it, and its pipes closed; kills it if it hung
 
 
 async def _close_pipes(process: trio.Process) -> None:
