@@ -614,3 +614,53 @@ def test_gemini_size_too_long_to_write_out_is_schema(size: str) -> None:
     with pytest.raises(InvalidFrame) as caught:
         adapter.parse(json.dumps(frame | {"C": size}), RECEIVED_AT)
     assert caught.value.reason == "schema"
+
+
+# --- Coinbase: a repeated key, and a ticker missing amounts ---------------------------------
+
+COINBASE_TICKER = (
+    '{"type":"ticker","sequence":9,"product_id":"BTC-USD","price":"67234.56",'
+    '"volume_24h":"94381.28000000","best_bid":"67234.55","best_ask":"67234.57",'
+    '"time":"2021-04-17T16:43:30.244075Z","trade_id":7}'
+)
+
+
+def coinbase_case() -> Case:
+    [case] = [c for c in CASES if c.id == "coinbase"]
+    return case
+
+
+@pytest.mark.parametrize(
+    ("key", "earlier"),
+    [("price", '"x"'), ("price", "null"), ("time", '"yesterday"'), ("best_bid", "[1]")],
+)
+def test_coinbase_repeated_key_the_last_one_counts_on_both_paths(key: str, earlier: str) -> None:
+    """JSON lets a key repeat: both paths read a ticker's numbers and time from the last one
+    (the full path types them from ``msgspec.Raw``), so an earlier bad value changes nothing.
+    An earlier value that is not a string fails the fast Struct (its fields are ``str``): the
+    fast path gives up and the full path makes the same feed."""
+    frame = COINBASE_TICKER.replace("{", f'{{"{key}":{earlier},', 1).encode()
+    assert check_read(coinbase_case(), [frame], FeedRules()) == earlier.startswith('"')
+    [feed] = full_path(coinbase_case(), [frame], FeedRules()).feeds
+    assert (str(feed.price), str(feed.bid)) == ("67234.56", "67234.55")
+
+
+@pytest.mark.parametrize("missing", ["volume_24h", "best_bid", "best_ask"])
+def test_coinbase_ticker_missing_an_amount_takes_the_fast_path(missing: str) -> None:
+    ticker = json.loads(COINBASE_TICKER)
+    del ticker[missing]
+    frame = json.dumps(ticker, separators=(",", ":")).encode()
+    assert check_read(coinbase_case(), [frame], FeedRules())
+    for bad in ("1.", "01", "1e5", " 1"):
+        ticker["price"] = bad
+        bad_frame = json.dumps(ticker, separators=(",", ":")).encode()
+        assert fast_path(coinbase_case(), [bad_frame], FeedRules()) is None
+
+
+def test_coinbase_full_path_takes_a_json_number_price() -> None:
+    """A price sent as a JSON number is a ``Decimal`` digit for digit (``msgspec.Raw``, typed);
+    the fast path leaves it to the full path."""
+    frame = COINBASE_TICKER.replace('"price":"67234.56"', '"price":67234.560').encode()
+    assert fast_path(coinbase_case(), [frame], FeedRules()) is None
+    [feed] = full_path(coinbase_case(), [frame], FeedRules()).feeds
+    assert str(feed.price) == "67234.560"

@@ -2,7 +2,9 @@
 
 Frames decode straight into typed Structs (a tagged union on ``"type"``); prices stay ``Decimal``
 digit for digit and ``time`` becomes an aware UTC ``datetime`` with its microseconds. Fields the
-adapter does not use are ignored, so additions on the exchange's side do not break it.
+adapter does not use are ignored, so additions on the exchange's side do not break it. A ticker's
+numbers and time are decoded from the last of their keys only (``msgspec.Raw``, then typed), as
+the fast path reads them (``chrono.exchanges.fast``).
 
 Errors: every bad frame raises ``InvalidFrame`` with one of three reasons, ``malformed`` (not
 JSON), ``schema`` (JSON of the wrong shape) or ``unknown_type``; nothing else escapes ``parse``.
@@ -12,23 +14,25 @@ ticker that products with no trades send.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Annotated, Final
 
 import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
-from chrono.exchanges.decoding import as_utc, decode_or_classify
+from chrono.exchanges.decoding import NULL, as_utc, decode_field, decode_or_classify
 from chrono.exchanges.fast import (
-    AmountText,
+    PLAIN_RE,
+    TIME_RE,
     Received,
     TextRules,
-    TimeText,
     decode_each,
-    from_time_text,
+    texts_pattern,
+    time_of_fixed,
 )
 from chrono.model import FeedText, PriceFeed, to_symbol
 
@@ -60,37 +64,43 @@ class Heartbeat(msgspec.Struct, frozen=True, tag_field="type", tag="heartbeat"):
 
 
 class Ticker(msgspec.Struct, frozen=True, tag_field="type", tag="ticker"):
-    """The fields Chrono keeps; ``time``/``trade_id`` are absent on untraded products."""
+    """The fields Chrono keeps; ``time``/``trade_id`` are absent on untraded products. Numbers
+    and time stay raw until ``_parse_ticker`` types them (``_PRICE``, ``_AMOUNT``, ``_TIME``)."""
 
     product_id: str
-    price: Decimal
+    price: msgspec.Raw
     sequence: int | None = None
     trade_id: int | None = None
-    time: AwareDatetime | None = None
-    volume_24h: Decimal | None = None
-    best_bid: Decimal | None = None
-    best_ask: Decimal | None = None
+    time: msgspec.Raw = NULL
+    volume_24h: msgspec.Raw = NULL
+    best_bid: msgspec.Raw = NULL
+    best_ask: msgspec.Raw = NULL
 
 
 Message = Subscriptions | ErrorMessage | Heartbeat | Ticker
 
 _DECODER: Final[msgspec.json.Decoder[Message]] = msgspec.json.Decoder(Message)
+_PRICE: Final = msgspec.json.Decoder(Decimal)
+_AMOUNT: Final = msgspec.json.Decoder(Decimal | None)
+_TIME: Final = msgspec.json.Decoder(AwareDatetime | None)
 _KNOWN_TYPES: Final = frozenset({"subscriptions", "error", "heartbeat", "ticker"})
 
 
 class _TextTicker(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="ticker"):
-    """``Ticker`` with its numbers and time kept as the exchange's text (the fast path); each
-    field takes only text the full path's type takes too (a repeated key is checked twice)."""
+    """``Ticker`` with its numbers and time kept as the exchange's text (the fast path)."""
 
     product_id: str
-    price: AmountText
+    price: str
     sequence: int | None = None
     trade_id: int | None = None
-    time: TimeText | None = None
-    volume_24h: AmountText | None = None
-    best_bid: AmountText | None = None
-    best_ask: AmountText | None = None
+    time: str | None = None
+    volume_24h: str | None = None
+    best_bid: str | None = None
+    best_ask: str | None = None
 
+
+# A ticker's price, volume, bid, ask and time, in one check (the common case: all five sent).
+_TEXTS: Final = texts_pattern(PLAIN_RE, PLAIN_RE, PLAIN_RE, PLAIN_RE, TIME_RE)
 
 # A heartbeat decodes exactly as on the full path, so a bad one is left to it to count.
 _FAST_DECODER: Final = msgspec.json.Decoder(_TextTicker | Heartbeat)
@@ -158,28 +168,30 @@ class CoinbaseAdapter:
         """Tickers and heartbeats only, every number and time in canonical text, every product
         one of this collector's; else ``None`` (``chrono.exchanges.fast``)."""
         canonical, feeds = self._symbols.by_native.get, []
-        price_of, worker_id = rules.price_of_amount, self.worker_id
+        price_of, worker_id = rules.price_of_plain, self.worker_id
         received_at, received_text = received.at, received.text
         if (decoded := decode_each(_FAST_DECODER, frames)) is None:
             return None
         for ticker in decoded:
             if type(ticker) is not _TextTicker:
                 continue  # a heartbeat
-            time, native = ticker.time, ticker.product_id
+            text, native, time = ticker.price, ticker.product_id, ticker.time
+            volume, bid, ask = ticker.volume_24h, ticker.best_bid, ticker.best_ask
             if time is None or (symbol := canonical(native)) is None:
                 return None
-            if (price := price_of(symbol, ticker.price)) is None:
+            if (amounts := _amounts(text, time, volume, bid, ask)) is None:
                 return None
-            volume, bid, ask = ticker.volume_24h, ticker.best_bid, ticker.best_ask
+            if (price := price_of(symbol, text)) is None:
+                return None
+            if (timestamp := time_of_fixed(time)) is None:
+                return None
             feeds.append(PriceFeed(
-                symbol=symbol, price=price, timestamp=from_time_text(time),
+                symbol=symbol, price=price, timestamp=timestamp,
                 received_at=received_at, source=SOURCE, worker_id=worker_id,
-                volume=None if volume is None else Decimal(volume),
-                bid=None if bid is None else Decimal(bid),
-                ask=None if ask is None else Decimal(ask),
+                volume=amounts[0], bid=amounts[1], ask=amounts[2],
                 metadata={"native_symbol": native, "sequence": ticker.sequence,
                           "trade_id": ticker.trade_id},
-                text=FeedText(ticker.price, volume, bid, ask, time, received_text),
+                text=FeedText(text, volume, bid, ask, time, received_text),
             ))  # fmt: skip
         return feeds
 
@@ -194,22 +206,26 @@ class CoinbaseAdapter:
         ``untraded``. Any other ticker without ``time`` is skipped as ``no_time``, since the
         receive time would invent a trade time.
         """
-        if ticker.time is None:
+        price, time = (
+            decode_field(_PRICE, ticker.price, "price"),
+            decode_field(_TIME, ticker.time, "time"),
+        )
+        if time is None:
             return ParsedFrame(
-                FrameKind.DATA, skipped=["untraded" if ticker.price.is_zero() else "no_time"]
+                FrameKind.DATA, skipped=["untraded" if price.is_zero() else "no_time"]
             )
         product_id = ticker.product_id
         symbol = self._symbols.to_canonical(product_id) or canonical_symbol(product_id)
         feed = PriceFeed(
             symbol=symbol,
-            price=ticker.price,
-            timestamp=as_utc(ticker.time),
+            price=price,
+            timestamp=as_utc(time),
             received_at=received_at,
             source=SOURCE,
             worker_id=self.worker_id,
-            volume=ticker.volume_24h,
-            bid=ticker.best_bid,
-            ask=ticker.best_ask,
+            volume=decode_field(_AMOUNT, ticker.volume_24h, "volume_24h"),
+            bid=decode_field(_AMOUNT, ticker.best_bid, "best_bid"),
+            ask=decode_field(_AMOUNT, ticker.best_ask, "best_ask"),
             metadata={
                 "native_symbol": product_id,
                 "sequence": ticker.sequence,
@@ -234,6 +250,31 @@ class CoinbaseAdapter:
         ]
         mine = [s for pid in ticker if (s := self._symbols.to_canonical(pid)) is not None]
         return ParsedFrame(FrameKind.ACK, message=",".join(ticker), symbols=mine)
+
+
+Amounts = tuple[Decimal | None, Decimal | None, Decimal | None]
+
+
+def _amounts(
+    price: str, time: str, volume: str | None, bid: str | None, ask: str | None
+) -> Amounts | None:
+    """A fast ticker's volume, bid and ask, if its five texts are plain decimals and a fixed-width
+    time (one regex call, ``_TEXTS``; a pattern of fewer parts when some amounts are missing)."""
+    if volume is not None and bid is not None and ask is not None:
+        if _TEXTS(f"{price},{volume},{bid},{ask},{time}") is None:
+            return None
+        return Decimal(volume), Decimal(bid), Decimal(ask)
+    present = [text for text in (volume, bid, ask) if text is not None]
+    if _texts(len(present))(",".join((price, *present, time))) is None:
+        return None
+    first, second, third = (None if text is None else Decimal(text) for text in (volume, bid, ask))
+    return first, second, third
+
+
+@lru_cache(maxsize=4)
+def _texts(amounts: int) -> Callable[[str], object]:
+    """``texts_pattern`` of a price, ``amounts`` amounts and a time."""
+    return texts_pattern(*[PLAIN_RE] * (amounts + 1), TIME_RE)
 
 
 def _parse_heartbeat(beat: Heartbeat) -> ParsedFrame:

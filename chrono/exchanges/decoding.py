@@ -21,6 +21,9 @@ EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 MS_US: Final = 1_000
 SECOND_US: Final = 1_000_000
 
+NULL: Final = msgspec.Raw(b"null")
+"""The default of an optional ``msgspec.Raw`` field: decodes as ``None``."""
+
 
 def decode(decoder: msgspec.json.Decoder[T], data: str | bytes | msgspec.Raw) -> T:
     """``decoder.decode(data)``; raises ``InvalidFrame`` ("schema" or "malformed")."""
@@ -30,6 +33,18 @@ def decode(decoder: msgspec.json.Decoder[T], data: str | bytes | msgspec.Raw) ->
         raise InvalidFrame("schema", str(exc)) from exc
     except (msgspec.DecodeError, UnicodeError) as exc:  # bad JSON, bad UTF-8, lone surrogates
         raise InvalidFrame("malformed") from exc
+
+
+def decode_field(decoder: msgspec.json.Decoder[T], raw: msgspec.Raw, name: str) -> T:
+    """A ``msgspec.Raw`` field typed by ``decoder``; ``InvalidFrame("schema")`` naming it.
+
+    A field kept raw is typed from the last of its keys only, where a typed field checks every
+    one (JSON lets a key repeat): how a fast path reading it as text sees it too.
+    """
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise InvalidFrame("schema", f"{exc} - at `$.{name}`") from exc
 
 
 def decode_or_classify(

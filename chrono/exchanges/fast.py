@@ -11,15 +11,21 @@ never decides differently, only sooner (``tests/test_fast_path.py`` replays ever
 simulated and fuzzed frame through both).
 
 JSON lets a key repeat; msgspec keeps the last value but checks every one against the field's
-type. So a fast Struct's field is never looser than the full path's: where the full path reads
-a ``Decimal`` or a ``datetime``, the fast path reads ``AmountText`` or ``TimeText``, text that
-type always accepts (``{"price":"x","price":"1"}`` fails both decodes, not only the full one).
+type. So a fast Struct's field is never looser than the full path's, in one of two ways:
+
+- the full path keeps the field raw (``msgspec.Raw``, typed from the last key only by
+  ``decoding.decode_field``) and the fast Struct reads it as plain ``str``, its text checked
+  after the decode: ``plain_decimal``, or one regex call for all of a frame's texts
+  (``texts_pattern``). Both paths then read the last key alone. The cheaper way (Coinbase);
+- or the fast field is a constrained type (``AmountText``, ``TimeText``) whose every text the
+  full path's ``Decimal`` or ``datetime`` field takes too, so ``{"price":"x","price":"1"}``
+  fails both decodes. A msgspec ``pattern`` costs ~1 us a field, whatever the regex.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
@@ -43,9 +49,19 @@ T = TypeVar("T")
 # places, at most 39 characters and no 39 digits in a row: so at most MAX_DIGITS digits.
 _AMOUNT_RE: Final = r"(?=[0-9.]{1,39}(?![0-9.]))(?![0-9]{39})(?:0|[1-9][0-9]*)(?:\.[0-9]{1,18})?"
 _AMOUNT: Final = re.compile(_AMOUNT_RE).fullmatch
-_TIME: Final = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
-).fullmatch
+TIME_RE: Final = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
+_TIME: Final = re.compile(TIME_RE).fullmatch
+
+# A plain decimal with at most 20 whole digits and MAX_DECIMAL_PLACES places: inside FeedRules'
+# amount range without a lookahead (bigger amounts are rare enough for the full path).
+PLAIN_RE: Final = r"(?:0|[1-9][0-9]{0,19})(?:\.[0-9]{1,18})?"
+
+
+def texts_pattern(*parts: str) -> Callable[[str], object]:
+    """``fullmatch`` of ``parts`` joined by commas: one call checks all of a frame's texts,
+    given as one comma-joined string (one regex call costs what its matching does here). No
+    part matches a comma, so a text holding one fails the whole match."""
+    return re.compile(",".join(parts)).fullmatch
 
 
 # A valid Gregorian date (year 0001-9999, leap days included) and a time of day: what both
@@ -84,30 +100,22 @@ class TextRules:
     """``FeedRules`` on text: ``None`` where the full path must decide."""
 
     def __init__(self, rules: FeedRules) -> None:
-        places = rules.max_places
-        self._price = re.compile(
-            rf"[1-9][0-9]*(?:\.[0-9]{{1,{places}}})?|0\.[0-9]{{1,{places}}}"
-        ).fullmatch
         self._bounds = rules.bounds
-        self._places = places
-
-    def price_of_amount(self, symbol: str, text: str) -> Decimal | None:
-        """``price`` of ``AmountText`` (plain positional already): the places, digits, zero and
-        bounds checked without another regex."""
-        if len(text) > MAX_DIGITS:
-            return None
-        if (dot := text.find(".")) >= 0 and len(text) - dot - 1 > self._places:
-            return None
-        return self._positive_in_bounds(symbol, Decimal(text))
+        self._places = rules.max_places
 
     def price(self, symbol: str, text: str) -> Decimal | None:
         """The price if ``text`` is canonical and passes every price rule, else ``None``."""
-        # At most MAX_DIGITS digits: a sure bound without counting (leading "0." included).
-        if len(text) > MAX_DIGITS or self._price(text) is None:
+        if (value := plain_decimal(text, self._places)) is None:
             return None
-        return self._positive_in_bounds(symbol, Decimal(text))
+        return self._in_rules(symbol, value)
 
-    def _positive_in_bounds(self, symbol: str, value: Decimal) -> Decimal | None:
+    def price_of_plain(self, symbol: str, text: str) -> Decimal | None:
+        """``price`` of text that matched ``PLAIN_RE`` (so only the places are checked)."""
+        if (dot := text.find(".")) >= 0 and len(text) - dot - 1 > self._places:
+            return None
+        return self._in_rules(symbol, Decimal(text))
+
+    def _in_rules(self, symbol: str, value: Decimal) -> Decimal | None:
         if not value:
             return None  # zero: price_not_positive, for the full path to count
         if (bounds := self._bounds.get(symbol)) is not None and (
@@ -116,6 +124,26 @@ class TextRules:
         ):
             return None
         return value
+
+
+def plain_decimal(text: str, places: int = MAX_DECIMAL_PLACES) -> Decimal | None:
+    """The ``Decimal`` of plain positional text (``67234.56000000``, never ``6.7E+4``, ``+1``,
+    ``01`` or ``1.``) with at most ``places`` places and ``MAX_DIGITS`` digits, else ``None``.
+
+    String methods, not a regex: a fast Struct's fields are plain ``str`` (see the module
+    docstring), so this runs once per number, and ``re`` costs several times as much here.
+    """
+    if len(text) > MAX_DIGITS + 1 or not text.isascii():  # ASCII: isdigit() is [0-9] only
+        return None
+    whole, dot, fraction = text.partition(".")
+    if not whole.isdigit() or (whole[0] == "0" and len(whole) > 1):
+        return None
+    if dot:
+        if not fraction.isdigit() or len(fraction) > places:
+            return None
+    elif len(whole) > MAX_DIGITS:
+        return None
+    return Decimal(text)
 
 
 def canonical_amount(text: str | None) -> bool:
@@ -141,14 +169,13 @@ def plain_text(value: Decimal) -> str | None:
     return decimal_text(value)
 
 
-from_time_text: Final = datetime.fromisoformat
-"""The time of ``TimeText`` (which is always a valid fixed-width UTC time: no check needed)."""
-
-
 def utc_time(text: str) -> datetime | None:
     """The time of fixed-width ``...HH:MM:SS.ffffffZ`` text, else ``None`` (bad dates too)."""
-    if _TIME(text) is None:
-        return None
+    return None if _TIME(text) is None else time_of_fixed(text)
+
+
+def time_of_fixed(text: str) -> datetime | None:
+    """The time of text that matched ``TIME_RE``, ``None`` if no such date (February 30th)."""
     try:
         return datetime.fromisoformat(text)
     except ValueError:
