@@ -24,7 +24,7 @@ import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
-from chrono.exchanges.decoding import NULL, as_utc, decode_field, decode_or_classify
+from chrono.exchanges.decoding import NULL, as_utc, decode, decode_or_classify
 from chrono.exchanges.fast import (
     PLAIN_RE,
     TIME_RE,
@@ -99,8 +99,14 @@ class _TextTicker(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="
     best_ask: str | None = None
 
 
+@lru_cache(maxsize=4)
+def _texts(amounts: int) -> Callable[[str], object]:
+    """``texts_pattern`` of a price, ``amounts`` amounts and a time."""
+    return texts_pattern(*[PLAIN_RE] * (amounts + 1), TIME_RE)
+
+
 # A ticker's price, volume, bid, ask and time, in one check (the common case: all five sent).
-_TEXTS: Final = texts_pattern(PLAIN_RE, PLAIN_RE, PLAIN_RE, PLAIN_RE, TIME_RE)
+_TEXTS: Final = _texts(3)
 
 # A heartbeat decodes exactly as on the full path, so a bad one is left to it to count.
 _FAST_DECODER: Final = msgspec.json.Decoder(_TextTicker | Heartbeat)
@@ -207,8 +213,8 @@ class CoinbaseAdapter:
         receive time would invent a trade time.
         """
         price, time = (
-            decode_field(_PRICE, ticker.price, "price"),
-            decode_field(_TIME, ticker.time, "time"),
+            decode(_PRICE, ticker.price, at="price"),
+            decode(_TIME, ticker.time, at="time"),
         )
         if time is None:
             return ParsedFrame(
@@ -223,9 +229,9 @@ class CoinbaseAdapter:
             received_at=received_at,
             source=SOURCE,
             worker_id=self.worker_id,
-            volume=decode_field(_AMOUNT, ticker.volume_24h, "volume_24h"),
-            bid=decode_field(_AMOUNT, ticker.best_bid, "best_bid"),
-            ask=decode_field(_AMOUNT, ticker.best_ask, "best_ask"),
+            volume=decode(_AMOUNT, ticker.volume_24h, at="volume_24h"),
+            bid=decode(_AMOUNT, ticker.best_bid, at="best_bid"),
+            ask=decode(_AMOUNT, ticker.best_ask, at="best_ask"),
             metadata={
                 "native_symbol": product_id,
                 "sequence": ticker.sequence,
@@ -269,12 +275,6 @@ def _amounts(
         return None
     first, second, third = (None if text is None else Decimal(text) for text in (volume, bid, ask))
     return first, second, third
-
-
-@lru_cache(maxsize=4)
-def _texts(amounts: int) -> Callable[[str], object]:
-    """``texts_pattern`` of a price, ``amounts`` amounts and a time."""
-    return texts_pattern(*[PLAIN_RE] * (amounts + 1), TIME_RE)
 
 
 def _parse_heartbeat(beat: Heartbeat) -> ParsedFrame:

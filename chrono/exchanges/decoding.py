@@ -25,26 +25,21 @@ NULL: Final = msgspec.Raw(b"null")
 """The default of an optional ``msgspec.Raw`` field: decodes as ``None``."""
 
 
-def decode(decoder: msgspec.json.Decoder[T], data: str | bytes | msgspec.Raw) -> T:
-    """``decoder.decode(data)``; raises ``InvalidFrame`` ("schema" or "malformed")."""
+def decode(
+    decoder: msgspec.json.Decoder[T], data: str | bytes | msgspec.Raw, at: str | None = None
+) -> T:
+    """``decoder.decode(data)``; raises ``InvalidFrame`` ("schema" or "malformed").
+
+    ``at`` names a ``msgspec.Raw`` field being typed, for the message. A field kept raw is
+    typed from the last of its keys only, where a typed field checks every one (JSON lets a
+    key repeat): how a fast path reading it as text sees it too.
+    """
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
-        raise InvalidFrame("schema", str(exc)) from exc
+        raise InvalidFrame("schema", str(exc) if at is None else f"{exc} - at `$.{at}`") from exc
     except (msgspec.DecodeError, UnicodeError) as exc:  # bad JSON, bad UTF-8, lone surrogates
         raise InvalidFrame("malformed") from exc
-
-
-def decode_field(decoder: msgspec.json.Decoder[T], raw: msgspec.Raw, name: str) -> T:
-    """A ``msgspec.Raw`` field typed by ``decoder``; ``InvalidFrame("schema")`` naming it.
-
-    A field kept raw is typed from the last of its keys only, where a typed field checks every
-    one (JSON lets a key repeat): how a fast path reading it as text sees it too.
-    """
-    try:
-        return decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise InvalidFrame("schema", f"{exc} - at `$.{name}`") from exc
 
 
 def decode_or_classify(

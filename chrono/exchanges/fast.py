@@ -14,8 +14,8 @@ JSON lets a key repeat; msgspec keeps the last value but checks every one agains
 type. So a fast Struct's field is never looser than the full path's, in one of two ways:
 
 - the full path keeps the field raw (``msgspec.Raw``, typed from the last key only by
-  ``decoding.decode_field``) and the fast Struct reads it as plain ``str``, its text checked
-  after the decode: ``plain_decimal``, or one regex call for all of a frame's texts
+  ``decoding.decode`` with ``at``) and the fast Struct reads it as plain ``str``, its text
+  checked after the decode: ``plain_decimal``, or one regex call for all of a frame's texts
   (``texts_pattern``). Both paths then read the last key alone. The cheaper way (Coinbase);
 - or the fast field is a constrained type (``AmountText``, ``TimeText``) whose every text the
   full path's ``Decimal`` or ``datetime`` field takes too, so ``{"price":"x","price":"1"}``
