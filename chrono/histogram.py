@@ -7,7 +7,7 @@ pipeline can time every feed; ``/metrics`` turns ``statistics()`` into a Prometh
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 
 import msgspec
@@ -35,6 +35,17 @@ class Histogram:
         """``count`` observations of ``value`` (feeds of one read share a receive time)."""
         self._counts[bisect_left(self._bounds, value)] += count
         self._sum += value * count
+
+    def observe_all(self, values: Sequence[float]) -> None:
+        """Every one of ``values``: sorted once and cut at each bound, so a read's feeds cost
+        a ``bisect`` per bucket, not one per feed."""
+        ordered, counts, below = sorted(values), self._counts, 0
+        for index, bound in enumerate(self._bounds):
+            upto = bisect_right(ordered, bound, below)  # v <= bound: observe's bucket
+            counts[index] += upto - below
+            below = upto
+        counts[-1] += len(ordered) - below
+        self._sum += sum(ordered)
 
     def statistics(self) -> HistogramStatistics:
         return HistogramStatistics(

@@ -12,7 +12,7 @@ both stores keep exactly (SQLite as text, PostgreSQL as ``numeric``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -288,17 +288,29 @@ class RecentKeys:
         self._remember(key)
         return True
 
-    def first_seen(self, feeds: Iterable[PriceFeed]) -> list[PriceFeed]:
+    def first_seen(self, feeds: Sequence[PriceFeed]) -> list[PriceFeed]:
         """The feeds whose keys are new (a repeat within ``feeds`` too), remembered now: the
-        fan-out's loop, with the key as a plain tuple (equal to its ``FeedKey``)."""
+        fan-out's loop, with the key as a plain tuple (equal to its ``FeedKey``).
+
+        The common read, all new and no generation turning over, is checked and remembered
+        by set operations on all its keys at once; anything else goes key by key."""
+        keys = [
+            f.key() if (t := f.text) is None else (f.source, f.symbol, t.timestamp, t.price)
+            for f in feeds
+        ]
+        current, previous = self._current, self._previous
+        if (
+            len(current) + len(keys) < self._half
+            and current.isdisjoint(keys)
+            and previous.isdisjoint(keys)
+        ):
+            before = len(current)
+            current.update(keys)
+            if len(current) - before == len(keys):
+                return list(feeds)
+            current.difference_update(keys)  # a repeat within feeds: none was there before
         fresh = []
-        for feed in feeds:
-            text = feed.text
-            key = (
-                feed.key()
-                if text is None
-                else (feed.source, feed.symbol, text.timestamp, text.price)
-            )
+        for feed, key in zip(feeds, keys, strict=True):
             if key in self._current or key in self._previous:
                 continue
             self._remember(key)

@@ -7,9 +7,19 @@ from decimal import Decimal
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chrono.errors import InvalidFeed
-from chrono.model import Bounds, FeedRules, RecentKeys, decimal_text, to_wire
+from chrono.model import (
+    Bounds,
+    FeedRules,
+    PriceFeed,
+    RecentKeys,
+    decimal_text,
+    feed_text,
+    to_wire,
+)
 from tests.feeds import make_feed
 
 
@@ -68,6 +78,33 @@ def test_recent_keys_drop_a_repeat_once_within_the_window() -> None:
     assert recent.first_time(feeds[3].key()) is False
     assert recent.first_time(feeds[0].key()) is True  # fell out of the window
     assert recent.first_time(make_feed(3, price="1").key()) is True  # another price
+
+
+def with_text(i: int) -> PriceFeed:
+    """A feed that carries its store text, as a fast path's do (the key is read from it)."""
+    feed = make_feed(i)
+    return msgspec.structs.replace(feed, text=feed_text(feed))
+
+
+# Reads of feeds 0..9 (text or not, repeats within a read too), into windows small enough
+# that generations turn over inside a read.
+READS = st.lists(
+    st.lists(st.tuples(st.integers(0, 9), st.booleans()), max_size=8), min_size=1, max_size=12
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(capacity=st.integers(1, 12), reads=READS)
+def test_first_seen_of_a_read_is_first_time_of_each_key_in_turn(
+    capacity: int, reads: list[list[tuple[int, bool]]]
+) -> None:
+    bulk, one_by_one = RecentKeys(capacity), RecentKeys(capacity)
+    for read in reads:
+        feeds = [with_text(i) if text else make_feed(i) for i, text in read]
+        expected = [f for f in feeds if one_by_one.first_time(f.key())]
+        assert [id(f) for f in bulk.first_seen(feeds)] == [id(f) for f in expected]
+    for i in range(10):
+        assert (make_feed(i).key() in bulk) == (make_feed(i).key() in one_by_one)
 
 
 def test_wire_form_keeps_digits_and_writes_z() -> None:
