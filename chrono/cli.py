@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import trio
 
-from chrono import __version__
+from chrono import __version__, gcpolicy
 from chrono.client import base_url, fetch_status
 from chrono.config import Config
 from chrono.configure import load_config, masked
@@ -163,6 +163,7 @@ def _run(args: argparse.Namespace) -> int:
         __version__,
         extra={"data": {"collectors": [c.worker_id for c in config.collectors]}},
     )
+    gcpolicy.tune()
     try:
         trio.run(run_service, config)
     except ChronoError as exc:
