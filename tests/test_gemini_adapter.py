@@ -19,13 +19,14 @@ import pytest
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import FrameKind
+from chrono.exchanges.fast import Received, TextRules
 from chrono.exchanges.gemini import (
     EXCHANGE,
     MAX_PENDING_REQUESTS,
     MAX_STREAMS_PER_REQUEST,
     GeminiAdapter,
 )
-from chrono.model import PriceFeed
+from chrono.model import FeedRules, PriceFeed, feed_text
 
 RECEIVED_AT = datetime(2025, 9, 30, 13, 46, 41, 5, tzinfo=UTC)
 # docs/exchanges.md §5, verbatim
@@ -370,3 +371,59 @@ def test_price_is_not_validated_by_the_adapter() -> None:
     for text in ("-1.5", "0", "NaN"):
         [feed] = adapter().parse(book_ticker(c=text), RECEIVED_AT).feeds
         assert str(feed.price) == text
+
+
+# --- the fast path: the same feeds as the full path, or none --------------------------------
+
+
+def fast_feeds(frame: str) -> list[PriceFeed] | None:
+    """``parse_fast`` of ``frame`` alone; where it takes it, the full path makes the same feeds
+    and the text it keeps is theirs."""
+    feeds = adapter().parse_fast([frame.encode()], Received.of(RECEIVED_AT), TextRules(FeedRules()))
+    if feeds is not None:
+        assert feeds == adapter().parse(frame, RECEIVED_AT).feeds
+        assert all(feed.text == feed_text(feed) for feed in feeds)
+    return feeds
+
+
+@pytest.mark.parametrize(
+    ("key", "earlier", "fast"),
+    [
+        ("c", '"x"', True),
+        ("c", '""', True),
+        ("c", "null", False),
+        ("b", "null", True),
+        ("b", "[1]", False),
+        ("a", "1.5", False),
+        ("C", '"1E+999999999"', True),
+    ],
+)
+def test_repeated_key_the_last_one_counts_on_both_paths(key: str, earlier: str, fast: bool) -> None:
+    """JSON lets a key repeat: both paths read the numbers from the last one (the full path
+    types them from ``msgspec.Raw``), so an earlier bad value changes nothing. An earlier value
+    the fast Struct's ``str`` (or ``str | None``) field refuses makes the fast path give up
+    and the full path makes the same feed."""
+    frame = DOC_BOOK_TICKER.replace("{", f'{{"{key}":{earlier},', 1)
+    assert (fast_feeds(frame) is not None) is fast
+    assert (
+        adapter().parse(frame, RECEIVED_AT).feeds
+        == adapter().parse(DOC_BOOK_TICKER, RECEIVED_AT).feeds
+    )
+
+
+@pytest.mark.parametrize("fields", [{"b": ""}, {"a": None}, {"C": ""}, {"C": None}, {"b": None}])
+def test_missing_or_empty_levels_and_size_take_the_fast_path(fields: dict[str, Any]) -> None:
+    frame = book_ticker(**fields)
+    [feed] = fast_feeds(frame) or []
+    assert feed == adapter().parse(frame, RECEIVED_AT).feeds[0]
+
+
+@pytest.mark.parametrize(
+    ("key", "text"),
+    [("c", "1e5"), ("c", "01"), ("c", "1\n"), ("c", ""), ("b", "1."), ("a", "-1"),
+     ("C", "1E+999999999"), ("C", "1" * 21), ("c", "1,2"), ("b", "1,2")],
+)  # fmt: skip
+def test_text_not_in_canonical_form_is_left_to_the_full_path(key: str, text: str) -> None:
+    """Text the store would not keep as sent: the full path decides (a feed, a skip or a bad
+    frame)."""
+    assert fast_feeds(book_ticker(**{key: text})) is None

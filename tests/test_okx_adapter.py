@@ -16,8 +16,9 @@ import pytest
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import FrameKind, Limits, ParsedFrame
+from chrono.exchanges.fast import Received, TextRules
 from chrono.exchanges.okx import EXCHANGE, MAX_REQUEST_BYTES, OkxAdapter
-from chrono.model import PriceFeed
+from chrono.model import FeedRules, PriceFeed, feed_text
 from tests.recorded import received, sent
 
 RECEIVED_AT = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -397,3 +398,57 @@ def test_max_symbols_fit_one_request() -> None:
     symbols = [f"LONGBASE{n:04d}/USDC" for n in range(EXCHANGE.limits.max_symbols)]
     parser = OkxAdapter(EXCHANGE.symbol_map(symbols), "w")
     assert len(parser.subscribe_messages(symbols)) == 1
+
+
+# --- the fast path: the same feeds as the full path, or none --------------------------------
+
+
+def fast_feeds(frame: str) -> list[PriceFeed] | None:
+    """``parse_fast`` of ``frame`` alone; where it takes it, the full path makes the same feeds
+    and the text it keeps is theirs."""
+    feeds = adapter().parse_fast([frame.encode()], Received.of(RECEIVED_AT), TextRules(FeedRules()))
+    if feeds is not None:
+        assert feeds == adapter().parse(frame, RECEIVED_AT).feeds
+        assert all(feed.text == feed_text(feed) for feed in feeds)
+    return feeds
+
+
+@pytest.mark.parametrize(
+    ("key", "earlier", "fast"),
+    [
+        ("last", '"x"', True),
+        ("last", '""', True),
+        ("last", "null", False),
+        ("ts", '"yesterday"', True),
+        ("ts", "1652459224956", False),
+        ("bidPx", "[1]", False),
+        ("vol24h", '"1e999999999"', True),
+    ],
+)
+def test_repeated_key_the_last_one_counts_on_both_paths(key: str, earlier: str, fast: bool) -> None:
+    """JSON lets a key repeat: both paths read an item's numbers and ``ts`` from the last one
+    (the full path types them from ``msgspec.Raw``), so an earlier bad value changes nothing.
+    An earlier value that is not a string fails the fast Struct (its fields are ``str``): the
+    fast path gives up and the full path makes the same feed."""
+    frame = push(item()).replace('{"instType"', f'{{"{key}": {earlier}, "instType"', 1)
+    assert (fast_feeds(frame) is not None) is fast
+    [feed] = adapter().parse(frame, RECEIVED_AT).feeds
+    assert feed == expected_feed(item(), "BTC/USDT")
+
+
+@pytest.mark.parametrize("missing", ["bidPx", "askPx", "vol24h"])
+def test_missing_or_empty_amounts_take_the_fast_path(missing: str) -> None:
+    for value in (None, ""):
+        [feed] = fast_feeds(push(item(**{missing: value}))) or []
+        assert feed == expected_feed(item(**{missing: value}), "BTC/USDT")
+
+
+@pytest.mark.parametrize(
+    ("key", "text"),
+    [("last", "1e5"), ("last", "01"), ("last", "1\n"), ("last", ""), ("bidPx", "1."),
+     ("vol24h", "-1"), ("ts", "1652459224956\n"), ("ts", "1" * 17), ("last", "1,2")],
+)  # fmt: skip
+def test_text_not_in_canonical_form_is_left_to_the_full_path(key: str, text: str) -> None:
+    """Text the store would not keep as sent: the full path decides (a feed, a skip or a bad
+    frame)."""
+    assert fast_feeds(push(item(**{key: text}))) is None

@@ -31,12 +31,12 @@ from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
 from chrono.exchanges.decoding import decode
 from chrono.exchanges.fast import (
-    AmountOrEmpty,
-    AmountText,
+    PLAIN_RE,
     Received,
     TextRules,
     decode_each,
     epoch_time,
+    texts_pattern,
 )
 from chrono.model import FeedText, PriceFeed, decimal_text
 
@@ -87,16 +87,18 @@ _DECODER: Final = msgspec.json.Decoder(Frame)
 
 
 class _TextBookTicker(msgspec.Struct, frozen=True, gc=False):
-    """A bookTicker with its numbers as canonical text (the fast path): each field is never
-    looser than ``Frame``'s, and a response's or another stream's keys may not be there."""
+    """A bookTicker with its numbers as the exchange's text (the fast path), checked after the
+    decode by ``_TEXTS`` (``Frame`` keeps them raw: both read a repeated key's last value);
+    its other fields are never looser than ``Frame``'s, and a response's or another stream's
+    keys may not be there."""
 
     u: int
     E: int
     s: str
-    c: AmountText
-    b: AmountOrEmpty | None = None
-    a: AmountOrEmpty | None = None
-    C: AmountOrEmpty | None = None
+    c: str
+    b: str | None = None
+    a: str | None = None
+    C: str | None = None
     id: UnsetType = UNSET
     status: UnsetType = UNSET
     error: UnsetType = UNSET
@@ -105,6 +107,10 @@ class _TextBookTicker(msgspec.Struct, frozen=True, gc=False):
 
 
 _FAST_DECODER: Final = msgspec.json.Decoder(_TextBookTicker)
+# A bookTicker's c, b, a and C in one check: a plain price, then plain amounts or "" (absent
+# and null are "" too). Plain text is short, so C is never too long to write out.
+_OR_EMPTY: Final = f"(?:{PLAIN_RE})?"
+_TEXTS: Final = texts_pattern(PLAIN_RE, _OR_EMPTY, _OR_EMPTY, _OR_EMPTY)
 _DECIMAL: Final = msgspec.json.Decoder(Decimal)
 _ENCODER: Final = msgspec.json.Encoder()
 
@@ -179,28 +185,27 @@ class GeminiAdapter:
         are the full path's: they settle pending requests."""
         to_canonical, feeds = self._symbols.to_canonical, []
         worker_id, received_at, received_text = self.worker_id, received.at, received.text
+        price_of, texts = rules.price_of_plain, _TEXTS
         if (decoded := decode_each(_FAST_DECODER, frames)) is None:
             return None
         for ticker in decoded:
-            native, nanos = ticker.s, ticker.E
+            native, nanos, last = ticker.s, ticker.E, ticker.c
+            bid, ask, size = ticker.b or None, ticker.a or None, ticker.C or None
             if (
                 nanos <= 0
                 or (symbol := to_canonical(native)) is None
-                or (price := rules.price(symbol, ticker.c)) is None
+                or texts(f"{last},{bid or ''},{ask or ''},{size or ''}") is None
+                or (price := price_of(symbol, last)) is None
                 or (time := epoch_time(nanos // 1000, 1)) is None
             ):
                 return None
-            if ticker.C is not None and len(ticker.C) > MAX_SIZE_TEXT:
-                return None  # the full path refuses it
-            bid, ask = ticker.b or None, ticker.a or None
             feeds.append(PriceFeed(
                 symbol=symbol, price=price, timestamp=time[0], received_at=received_at,
                 source=SOURCE, worker_id=worker_id, volume=None,
                 bid=None if bid is None else Decimal(bid),
                 ask=None if ask is None else Decimal(ask),
-                metadata={"native_symbol": native, "update_id": ticker.u,
-                          "last_size": ticker.C or None},
-                text=FeedText(ticker.c, None, bid, ask, time[1], received_text),
+                metadata={"native_symbol": native, "update_id": ticker.u, "last_size": size},
+                text=FeedText(last, None, bid, ask, time[1], received_text),
             ))  # fmt: skip
         return feeds
 

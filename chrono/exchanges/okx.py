@@ -6,7 +6,9 @@ Every frame but the literal text ``pong`` is JSON of one of two shapes: an event
 ``event``. Prices and sizes arrive as strings and stay ``Decimal`` digit for digit; ``""`` means
 "no value" (an untraded pair's ``last``, an empty book side). ``ts`` is epoch milliseconds as a
 string. Fields the adapter does not use are ignored, so additions on the exchange's side do
-not break it.
+not break it. A ticker's numbers and ``ts`` are typed from the last of their keys only
+(``msgspec.Raw``, then ``Number``/``Millis``), as the fast path reads them
+(``chrono.exchanges.fast``).
 
 Errors: every bad frame raises ``InvalidFrame`` with one of three reasons, ``malformed`` (not
 JSON), ``schema`` (JSON of the wrong shape, a bad number or time) or ``unknown_type`` (an event,
@@ -20,20 +22,20 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import count
-from typing import Annotated, Final
+from typing import Annotated, Final, NamedTuple
 
 import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
-from chrono.exchanges.decoding import decode_or_classify
+from chrono.exchanges.decoding import decode, decode_or_classify
 from chrono.exchanges.fast import (
-    AmountOrEmpty,
-    DigitsText,
+    PLAIN_RE,
     Received,
     TextRules,
     amount,
     epoch_time,
+    texts_pattern,
 )
 from chrono.model import FeedText, PriceFeed
 
@@ -51,6 +53,7 @@ _ERROR_INST_ID: Final = re.compile(r"instId:([^\s,]+)")  # in 60018's "...instId
 # A decimal as OKX writes it, or "" where it has none; rejects NaN, "1_0", " 1" that Decimal takes.
 Number = Annotated[str, msgspec.Meta(pattern=r"^(-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?)?$")]
 Millis = Annotated[str, msgspec.Meta(pattern=r"^[0-9]+$")]
+_EMPTY: Final = msgspec.Raw(b'""')  # an absent number: ``""``, as OKX writes "no value"
 
 
 class Arg(msgspec.Struct, frozen=True, rename="camel"):
@@ -59,15 +62,28 @@ class Arg(msgspec.Struct, frozen=True, rename="camel"):
 
 
 class Ticker(msgspec.Struct, frozen=True, rename="camel"):
-    """One ``data`` item of a ``tickers`` push: the fields Chrono keeps."""
+    """One ``data`` item of a ``tickers`` push: the fields Chrono keeps. Numbers and ``ts``
+    stay raw until ``_typed`` types them (``Number``, ``Millis``)."""
 
     inst_type: str
     inst_id: str
-    last: Number
-    ts: Millis
-    bid_px: Number = ""
-    ask_px: Number = ""
-    vol24h: Number = ""
+    last: msgspec.Raw
+    ts: msgspec.Raw
+    bid_px: msgspec.Raw = _EMPTY
+    ask_px: msgspec.Raw = _EMPTY
+    vol24h: msgspec.Raw = _EMPTY
+
+
+class _Item(NamedTuple):
+    """A ``Ticker`` with its numbers and ``ts`` typed: checked texts, ``""`` for none."""
+
+    inst_type: str
+    inst_id: str
+    last: str
+    ts: str
+    bid_px: str
+    ask_px: str
+    vol24h: str
 
 
 class Message(msgspec.Struct, frozen=True, rename="camel"):
@@ -83,19 +99,27 @@ class Message(msgspec.Struct, frozen=True, rename="camel"):
 
 
 _DECODER: Final = msgspec.json.Decoder(Message)
+_NUMBER: Final = msgspec.json.Decoder(Number)
+_MILLIS: Final = msgspec.json.Decoder(Millis)
 
 
 class _TextTicker(msgspec.Struct, frozen=True, gc=False, rename="camel"):
-    """``Ticker`` with its numbers as canonical text or ``""`` (the fast path); each field takes
-    only text the full path's pattern takes too (a repeated key is checked twice)."""
+    """``Ticker`` with its numbers and ``ts`` as the exchange's text (the fast path), checked
+    after the decode by ``_TEXTS``."""
 
     inst_type: str
     inst_id: str
-    last: AmountOrEmpty
-    ts: DigitsText
-    bid_px: AmountOrEmpty = ""
-    ask_px: AmountOrEmpty = ""
-    vol24h: AmountOrEmpty = ""
+    last: str
+    ts: str
+    bid_px: str = ""
+    ask_px: str = ""
+    vol24h: str = ""
+
+
+# An item's last, ts, bid, ask and volume in one check: a plain price, a short epoch count
+# (``int()`` of it always in range) and plain amounts or ``""``.
+_OR_EMPTY: Final = f"(?:{PLAIN_RE})?"
+_TEXTS: Final = texts_pattern(PLAIN_RE, "[0-9]{1,16}", _OR_EMPTY, _OR_EMPTY, _OR_EMPTY)
 
 
 class _TextPush(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
@@ -160,9 +184,10 @@ class OkxAdapter:
         if _is_pong(frame):
             return ParsedFrame(FrameKind.HEARTBEAT, message="pong")
         message = _decode(frame)
+        items = None if message.data is None else _typed(frame, message.data)
         event = message.event
         if event is None:
-            return self._parse_push(message, received_at)
+            return self._parse_push(message, items, received_at)
         if event == "subscribe":
             return self._parse_ack(message)
         if event == "unsubscribe":
@@ -182,6 +207,7 @@ class OkxAdapter:
         text (``""`` for none, but a price); else ``None`` (``chrono.exchanges.fast``)."""
         decode, to_canonical, feeds = _FAST_DECODER.decode, self._symbols.to_canonical, []
         worker_id, received_at, received_text = self.worker_id, received.at, received.text
+        price_of, texts = rules.price_of_plain, _TEXTS
         for frame in frames:
             if frame == b"pong":
                 continue
@@ -194,8 +220,12 @@ class OkxAdapter:
             for item in push.data:
                 if (symbol := to_canonical(item.inst_id)) is None or item.inst_type != "SPOT":
                     return None
-                price, time = rules.price(symbol, item.last), epoch_time(int(item.ts), 1_000)
-                if price is None or time is None:
+                last, ts = item.last, item.ts
+                if texts(f"{last},{ts},{item.bid_px},{item.ask_px},{item.vol24h}") is None:
+                    return None
+                if (price := price_of(symbol, last)) is None:
+                    return None
+                if (time := epoch_time(int(ts), 1_000)) is None:
                     return None
                 volume, bid, ask = item.vol24h or None, item.bid_px or None, item.ask_px or None
                 feeds.append(PriceFeed(
@@ -203,7 +233,7 @@ class OkxAdapter:
                     source=SOURCE, worker_id=worker_id, volume=amount(volume), bid=amount(bid),
                     ask=amount(ask),
                     metadata={"native_symbol": item.inst_id, "instType": item.inst_type},
-                    text=FeedText(item.last, volume, bid, ask, time[1], received_text),
+                    text=FeedText(last, volume, bid, ask, time[1], received_text),
                 ))  # fmt: skip
         return feeds
 
@@ -211,7 +241,9 @@ class OkxAdapter:
         request = {"id": str(next(self._ids)), "op": op, "args": args}
         return _ENCODER.encode(request).decode()
 
-    def _parse_push(self, push: Message, received_at: datetime) -> ParsedFrame:
+    def _parse_push(
+        self, push: Message, items: list[_Item] | None, received_at: datetime
+    ) -> ParsedFrame:
         """A ``tickers`` push, one feed per SPOT item of ours (real capture, trimmed)::
 
             {"arg":{"channel":"tickers","instId":"BTC-USDT"},"data":[{"instType":"SPOT",
@@ -221,12 +253,12 @@ class OkxAdapter:
         Items skipped on purpose: an instId this collector does not hold (swaps, futures)
         ``unknown_symbol``; a non-SPOT item ``not_spot``; an empty ``last`` ``no_price``.
         """
-        if push.arg is None or push.data is None:
+        if push.arg is None or items is None:
             raise InvalidFrame("schema", "neither an event nor an arg/data push")
         if push.arg.channel != CHANNEL:
             raise InvalidFrame("unknown_type", push.arg.channel)
         parsed = ParsedFrame(FrameKind.DATA)
-        for item in push.data:
+        for item in items:
             symbol = self._symbols.to_canonical(item.inst_id)
             if symbol is None:
                 parsed.skipped.append("unknown_symbol")
@@ -238,7 +270,7 @@ class OkxAdapter:
                 parsed.feeds.append(self._feed(symbol, item, received_at))
         return parsed
 
-    def _feed(self, symbol: str, item: Ticker, received_at: datetime) -> PriceFeed:
+    def _feed(self, symbol: str, item: _Item, received_at: datetime) -> PriceFeed:
         return PriceFeed(
             symbol=symbol,
             price=Decimal(item.last),
@@ -347,6 +379,28 @@ def _millis(text: str) -> datetime:
 def _decode(frame: str | bytes) -> Message:
     """One message, or ``InvalidFrame`` (malformed, schema or unknown_type)."""
     return decode_or_classify(_DECODER, frame, _unknown_kind)
+
+
+def _typed(frame: str | bytes, data: list[Ticker]) -> list[_Item]:
+    """Every item of ``data`` with its numbers and ``ts`` typed, whatever the frame's kind,
+    as when they were typed fields: a bad one is ``schema``, or ``unknown_type`` if the frame
+    is of a kind this adapter does not know (``decode_or_classify``)."""
+    try:
+        return [_item(ticker, f"data[{index}].") for index, ticker in enumerate(data)]
+    except InvalidFrame as exc:
+        if exc.reason == "schema" and (kind := _unknown_kind(frame)) is not None:
+            raise InvalidFrame("unknown_type", kind) from exc
+        raise
+
+
+def _item(ticker: Ticker, at: str) -> _Item:
+    """``ticker`` typed in the exchange's key order (the first bad field is the one named)."""
+    last = decode(_NUMBER, ticker.last, at=f"{at}last")
+    ask = decode(_NUMBER, ticker.ask_px, at=f"{at}askPx")
+    bid = decode(_NUMBER, ticker.bid_px, at=f"{at}bidPx")
+    volume = decode(_NUMBER, ticker.vol24h, at=f"{at}vol24h")
+    ts = decode(_MILLIS, ticker.ts, at=f"{at}ts")
+    return _Item(ticker.inst_type, ticker.inst_id, last, ts, bid, ask, volume)
 
 
 def _unknown_kind(frame: str | bytes) -> str | None:
