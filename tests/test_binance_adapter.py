@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import msgspec
 import pytest
 
 from chrono.errors import InvalidFrame
@@ -26,6 +27,8 @@ from chrono.exchanges.binance import (
     BookTickerAdapter,
     TickerAdapter,
 )
+from chrono.exchanges.fast import FastPath, Received, TextRules
+from chrono.model import FeedRules, PriceFeed, feed_text
 from tests.recorded import events
 
 RECEIVED_AT = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -492,3 +495,62 @@ def _with(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     if "data" in raw and isinstance(raw["data"], dict):
         return {"data": {**raw["data"], key: value}}
     return {key: value}
+
+
+# --- the fast path against the full path ------------------------------------------------
+
+
+def fast_and_full(frame: str) -> tuple[list[PriceFeed] | None, list[PriceFeed]]:
+    """``frame`` through the fast path (``None``: it gave up) and the full one, each on a new
+    adapter; a fast feed's text must be what the store would write for it."""
+    parser = ticker_adapter()
+    assert isinstance(parser, FastPath)
+    fast = parser.parse_fast([frame.encode()], Received.of(RECEIVED_AT), TextRules(FeedRules()))
+    for feed in fast or []:
+        assert feed.text == feed_text(msgspec.structs.replace(feed, text=None))
+    return fast, ticker_adapter().parse(frame, RECEIVED_AT).feeds
+
+
+@pytest.mark.parametrize(
+    ("key", "earlier"),
+    [("c", '"x"'), ("c", '"1e5"'), ("c", "null"), ("b", '"01"'), ("a", "[1]"), ("v", '"-1"')],
+)
+def test_repeated_key_the_last_one_counts_on_both_paths(key: str, earlier: str) -> None:
+    """JSON lets a key repeat: both paths read a ticker's decimals from the last one (the full
+    path types them from ``msgspec.Raw``), so an earlier bad value changes nothing. One that is
+    not a string fails the fast Struct (its fields are ``str``): the fast path gives up and the
+    full path makes the same feed."""
+    good = json.dumps({"stream": "btcusdt@ticker", "data": ticker_event()}, separators=(",", ":"))
+    frame = good.replace('"data":{', f'"data":{{"{key}":{earlier},', 1)
+    fast, full = fast_and_full(frame)
+    assert full == fast_and_full(good)[1]
+    assert [str(full[0].price), str(full[0].bid), str(full[0].volume)] == [
+        "116687.66000000", "116687.65000000", "12876.43215000",
+    ]  # fmt: skip
+    assert fast == (full if earlier.startswith('"') else None)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("c", "x", "Invalid decimal string - at `$.c`"),
+        ("c", None, "Expected `decimal`, got `null` - at `$.c`"),
+        ("v", [1], "Expected `decimal | null`, got `array` - at `$.v`"),
+    ],
+)
+def test_a_bad_decimal_is_typed_before_the_symbol(key: str, value: Any, message: str) -> None:
+    """Kept raw, a decimal is typed before the symbol is looked at: ``schema`` with msgspec's
+    message and path, as when it was a typed field, for a symbol not held too."""
+    for symbol in ("BTCUSDT", "DOGEUSDT"):
+        with pytest.raises(InvalidFrame) as caught:
+            ticker_adapter().parse(combined(ticker_event(s=symbol) | {key: value}), RECEIVED_AT)
+        assert (caught.value.reason, caught.value.detail) == ("schema", message)
+
+
+def test_a_ticker_missing_a_quote_or_volume_is_the_full_paths() -> None:
+    """Binance always sends ``b``, ``a`` and ``v``; a ticker without one is left to the full
+    path, which takes it."""
+    for missing in ("b", "a", "v"):
+        fast, full = fast_and_full(broken(**{missing: None}))
+        assert fast is None
+        assert len(full) == 1

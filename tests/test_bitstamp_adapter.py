@@ -14,11 +14,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import FrameKind
 from chrono.exchanges.bitstamp import EXCHANGE, BitstampAdapter
+from chrono.exchanges.fast import Received, TextRules
+from chrono.model import FeedRules, PriceFeed, feed_text
 
 RECEIVED_AT = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 # docs/exchanges.md §4, real capture
@@ -299,3 +302,44 @@ def test_limits_are_conservative() -> None:
     assert limits.connects / limits.connects_window_s <= 1
     assert limits.messages_per_s <= 10
     assert 2 * limits.max_symbols / limits.messages_per_s <= 60  # a full subscribe within 1 min
+
+
+# --- the fast path against the full path ------------------------------------------------
+
+
+def fast_and_full(frame: str) -> tuple[list[PriceFeed] | None, list[PriceFeed]]:
+    """``frame`` through the fast path (``None``: it gave up) and the full one, each on a new
+    adapter; a fast feed's text must be what the store would write for it."""
+    fast = adapter().parse_fast([frame.encode()], Received.of(RECEIVED_AT), TextRules(FeedRules()))
+    for feed in fast or []:
+        assert feed.text == feed_text(msgspec.structs.replace(feed, text=None))
+    return fast, adapter().parse(frame, RECEIVED_AT).feeds
+
+
+@pytest.mark.parametrize("earlier", ['"x"', '"3.805e3"', '""', "null", "[1]", "3805.44"])
+def test_repeated_price_the_last_one_counts_on_both_paths(earlier: str) -> None:
+    """JSON lets a key repeat: both paths read ``price_str`` from the last one (the full path
+    types it from ``msgspec.Raw``), so an earlier bad value changes nothing. One that is not a
+    string or null fails the fast Struct (``str | None``): the fast path gives up and the full
+    path makes the same feed."""
+    frame = TRADE.replace('"data":{', f'"data":{{"price_str":{earlier},', 1)
+    fast, full = fast_and_full(frame)
+    assert full == fast_and_full(TRADE)[1]
+    assert str(full[0].price) == "3805.44"
+    assert fast == (full if earlier[0] in '"n' else None)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("abc", "Invalid decimal string - at `$.data.price_str`"),
+        ([1], "Expected `decimal | null`, got `array` - at `$.data.price_str`"),
+    ],
+)
+def test_a_bad_price_is_typed_before_the_pair(value: Any, message: str) -> None:
+    """Kept raw, ``price_str`` is typed before the pair is looked at: ``schema`` with msgspec's
+    message and path, as when it was a typed field, for a pair not held too."""
+    for channel in ("live_trades_ethusd", "live_trades_dogeusd"):
+        with pytest.raises(InvalidFrame) as caught:
+            adapter().parse(trade(price_str=value, channel=channel), RECEIVED_AT)
+        assert (caught.value.reason, caught.value.detail) == ("schema", message)

@@ -28,14 +28,14 @@ import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
-from chrono.exchanges.decoding import MS_US, decode, from_epoch
+from chrono.exchanges.decoding import MS_US, NULL, decode, from_epoch
 from chrono.exchanges.fast import (
-    AmountText,
+    PLAIN_RE,
     Received,
     TextRules,
-    canonical_amount,
     decode_each,
     epoch_time,
+    texts_pattern,
 )
 from chrono.model import FeedText, PriceFeed, decimal_text
 
@@ -85,14 +85,16 @@ class Envelope(msgspec.Struct, frozen=True):
 
 
 class Ticker(msgspec.Struct, frozen=True):
-    """The ``24hrTicker`` fields Chrono keeps (all strings but the ids and ``E``)."""
+    """The ``24hrTicker`` fields Chrono keeps (all strings but the ids and ``E``). The decimals
+    stay raw until ``_parse_data`` types them from their last key, as the fast path reads them
+    (``chrono.exchanges.fast``)."""
 
     E: EpochMs
     s: str
-    c: Decimal
-    b: Decimal | None = None
-    a: Decimal | None = None
-    v: Decimal | None = None
+    c: msgspec.Raw
+    b: msgspec.Raw = NULL
+    a: msgspec.Raw = NULL
+    v: msgspec.Raw = NULL
     F: int | None = None
     L: int | None = None
 
@@ -123,14 +125,15 @@ class _TextBookStream(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fiel
 
 
 class _TextTicker(msgspec.Struct, frozen=True, gc=False):
-    """``Ticker`` with its decimals as canonical text (the fast path): never looser."""
+    """``Ticker`` with its decimals as the exchange's text (the fast path), checked after the
+    decode (``_TICKER_TEXTS``): a ``pattern`` field costs more than the whole check."""
 
     E: EpochMs
     s: str
-    c: AmountText
-    b: AmountText | None = None
-    a: AmountText | None = None
-    v: AmountText | None = None
+    c: str
+    b: str | None = None
+    a: str | None = None
+    v: str | None = None
     F: int | None = None
     L: int | None = None
 
@@ -146,6 +149,11 @@ _ENVELOPE: Final = msgspec.json.Decoder(Envelope)
 _FAST_TICKER: Final = msgspec.json.Decoder(_TextTickerStream)
 _FAST_BOOK: Final = msgspec.json.Decoder(_TextBookStream)
 _TICKER: Final = msgspec.json.Decoder(Ticker)
+_PRICE: Final = msgspec.json.Decoder(Decimal)
+_AMOUNT: Final = msgspec.json.Decoder(Decimal | None)
+# A fast ticker's price, bid, ask and volume, and a fast book's bid and ask, in one regex call.
+_TICKER_TEXTS: Final = texts_pattern(PLAIN_RE, PLAIN_RE, PLAIN_RE, PLAIN_RE)
+_BOOK_TEXTS: Final = texts_pattern(PLAIN_RE, PLAIN_RE)
 _BOOK_TICKER: Final = msgspec.json.Decoder(BookTicker)
 _ENCODER: Final = msgspec.json.Encoder()
 
@@ -280,23 +288,31 @@ class TickerAdapter(BinanceAdapter):
 
         Priced at the last trade ``c``, stamped with the event time ``E`` (ms). A zero ``c``
         (no trade yet) is skipped as ``no_price``; a zero bid or ask is no quote (``None``).
+        The decimals are typed before anything else is looked at, as when they were typed
+        fields: a bad one is ``schema`` whatever the symbol.
         """
         ticker = decode(_TICKER, data)
+        price = decode(_PRICE, ticker.c, at="c")
+        bid, ask, volume = (
+            decode(_AMOUNT, ticker.b, at="b"),
+            decode(_AMOUNT, ticker.a, at="a"),
+            decode(_AMOUNT, ticker.v, at="v"),
+        )
         symbol = self._symbols.to_canonical(ticker.s)
         if symbol is None:
             return ParsedFrame(FrameKind.DATA, skipped=["unknown_symbol"])
-        if ticker.c.is_zero():
+        if price.is_zero():
             return ParsedFrame(FrameKind.DATA, skipped=["no_price"])
         feed = PriceFeed(
             symbol=symbol,
-            price=ticker.c,
+            price=price,
             timestamp=from_epoch(ticker.E, MS_US),
             received_at=received_at,
             source=self.source,
             worker_id=self.worker_id,
-            volume=ticker.v,
-            bid=_quote(ticker.b),
-            ask=_quote(ticker.a),
+            volume=volume,
+            bid=_quote(bid),
+            ask=_quote(ask),
             metadata={
                 "native_symbol": ticker.s,
                 "first_trade_id": ticker.F,
@@ -308,9 +324,10 @@ class TickerAdapter(BinanceAdapter):
     def parse_fast(
         self, frames: Sequence[bytes], received: Received, rules: TextRules
     ) -> list[PriceFeed] | None:
-        """Wrapped ticker events of ours only, every decimal canonical text; else ``None``
-        (``chrono.exchanges.fast``). A zero bid or ask is no quote, as on the full path."""
-        to_canonical, feeds = self._symbols.to_canonical, []
+        """Wrapped ticker events of ours only, with a bid, ask and volume (Binance always sends
+        them), every decimal canonical text; else ``None`` (``chrono.exchanges.fast``). A zero
+        bid or ask is no quote, as on the full path."""
+        to_canonical, price_of, feeds = self._symbols.to_canonical, rules.price_of_plain, []
         source, worker_id, received_at, received_text = (
             self.source, self.worker_id, received.at, received.text
         )  # fmt: skip
@@ -318,23 +335,25 @@ class TickerAdapter(BinanceAdapter):
             return None
         for wrapped in decoded:
             ticker = wrapped.data
+            text, bid_text, ask_text, volume_text = ticker.c, ticker.b, ticker.a, ticker.v
             if (
-                wrapped.stream.partition("@")[2] != TICKER
+                bid_text is None
+                or ask_text is None
+                or volume_text is None
+                or _TICKER_TEXTS(f"{text},{bid_text},{ask_text},{volume_text}") is None
+                or wrapped.stream.partition("@")[2] != TICKER
                 or (symbol := to_canonical(ticker.s)) is None
-                or (price := rules.price(symbol, ticker.c)) is None
+                or (price := price_of(symbol, text)) is None
                 or (time := epoch_time(ticker.E, MS_US)) is None
             ):
                 return None
-            bid_text, ask_text, volume_text = ticker.b, ticker.a, ticker.v
-            bid = _quote(None if bid_text is None else Decimal(bid_text))
-            ask = _quote(None if ask_text is None else Decimal(ask_text))
+            bid, ask = _quote(Decimal(bid_text)), _quote(Decimal(ask_text))
             feeds.append(PriceFeed(
                 symbol=symbol, price=price, timestamp=time[0], received_at=received_at,
-                source=source, worker_id=worker_id,
-                volume=None if volume_text is None else Decimal(volume_text), bid=bid, ask=ask,
+                source=source, worker_id=worker_id, volume=Decimal(volume_text), bid=bid, ask=ask,
                 metadata={"native_symbol": ticker.s, "first_trade_id": ticker.F,
                           "last_trade_id": ticker.L},
-                text=FeedText(ticker.c, volume_text, None if bid is None else bid_text,
+                text=FeedText(text, volume_text, None if bid is None else bid_text,
                               None if ask is None else ask_text, time[1], received_text),
             ))  # fmt: skip
         return feeds
@@ -393,8 +412,7 @@ class BookTickerAdapter(BinanceAdapter):
             if (
                 wrapped.stream.partition("@")[2] != BOOK_TICKER
                 or (symbol := to_canonical(book.s)) is None
-                or not canonical_amount(bid_text)
-                or not canonical_amount(ask_text)
+                or _BOOK_TEXTS(f"{bid_text},{ask_text}") is None
             ):
                 return None
             bid, ask = Decimal(bid_text), Decimal(ask_text)

@@ -26,9 +26,8 @@ import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
-from chrono.exchanges.decoding import decode_or_classify
+from chrono.exchanges.decoding import NULL, decode, decode_or_classify
 from chrono.exchanges.fast import (
-    AmountText,
     Received,
     TextRules,
     decode_each,
@@ -46,10 +45,12 @@ _SECOND_US: Final = 1_000_000
 
 
 class TradeData(msgspec.Struct, frozen=True):
-    """The fields Chrono keeps; ``price``/``amount`` (floats) are deliberately not read."""
+    """The fields Chrono keeps; ``price``/``amount`` (floats) are deliberately not read.
+    ``price_str`` stays raw until ``_parse_trade`` types it from its last key, as the fast path
+    reads it (``chrono.exchanges.fast``)."""
 
     id: int
-    price_str: Decimal | None = None
+    price_str: msgspec.Raw = NULL
     microtimestamp: str | None = None
     timestamp: str | None = None
     type: int | None = None
@@ -113,13 +114,15 @@ class ReconnectRequest(msgspec.Struct, frozen=True, tag_field="event", tag="bts:
 Message = Trade | Book | Subscribed | Unsubscribed | ErrorMessage | Heartbeat | ReconnectRequest
 
 _DECODER: Final[msgspec.json.Decoder[Message]] = msgspec.json.Decoder(Message)
+_PRICE: Final = msgspec.json.Decoder(Decimal | None)
 
 
 class _TextTradeData(msgspec.Struct, frozen=True, gc=False):
-    """``TradeData`` with ``price_str`` as canonical text: never looser than ``Decimal``."""
+    """``TradeData`` with ``price_str`` as the exchange's text, checked after the decode
+    (``TextRules.price``): a ``pattern`` field costs more than that check."""
 
     id: int
-    price_str: AmountText | None = None
+    price_str: str | None = None
     microtimestamp: str | None = None
     timestamp: str | None = None
     type: int | None = None
@@ -285,14 +288,17 @@ class BitstampAdapter:
              "sell_order_id":1443875731320832},"channel":"live_trades_ethusd","event":"trade"}
 
         A trade without ``price_str`` is skipped as ``no_price``, one with no time at all as
-        ``no_time`` (the receive time would invent a trade time).
+        ``no_time`` (the receive time would invent a trade time). ``price_str`` is typed before
+        anything else is looked at, as when it was a typed field: a bad one is ``schema``
+        whatever the pair.
         """
         data = trade.data
+        price = decode(_PRICE, data.price_str, at="data.price_str")
         native = split_channel(trade.channel)[1]
         symbol = self._symbols.to_canonical(native)
         if symbol is None:
             return ParsedFrame(FrameKind.DATA, skipped=["unknown_symbol"])
-        if data.price_str is None:
+        if price is None:
             return ParsedFrame(FrameKind.DATA, skipped=["no_price"])
         timestamp = _trade_time(data)
         if timestamp is None:
@@ -300,7 +306,7 @@ class BitstampAdapter:
         bid, ask = self._top.get(native, (None, None))
         feed = PriceFeed(
             symbol=symbol,
-            price=data.price_str,
+            price=price,
             timestamp=timestamp,
             received_at=received_at,
             source=SOURCE,
