@@ -14,7 +14,6 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import msgspec
 import pytest
 
 from chrono.errors import InvalidFrame
@@ -27,8 +26,8 @@ from chrono.exchanges.binance import (
     BookTickerAdapter,
     TickerAdapter,
 )
-from chrono.exchanges.fast import FastPath, Received, TextRules
-from chrono.model import FeedRules, PriceFeed, feed_text
+from chrono.model import PriceFeed
+from tests import fastpath
 from tests.recorded import events
 
 RECEIVED_AT = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -501,14 +500,7 @@ def _with(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
 
 
 def fast_and_full(frame: str) -> tuple[list[PriceFeed] | None, list[PriceFeed]]:
-    """``frame`` through the fast path (``None``: it gave up) and the full one, each on a new
-    adapter; a fast feed's text must be what the store would write for it."""
-    parser = ticker_adapter()
-    assert isinstance(parser, FastPath)
-    fast = parser.parse_fast([frame.encode()], Received.of(RECEIVED_AT), TextRules(FeedRules()))
-    for feed in fast or []:
-        assert feed.text == feed_text(msgspec.structs.replace(feed, text=None))
-    return fast, ticker_adapter().parse(frame, RECEIVED_AT).feeds
+    return fastpath.fast_and_full(ticker_adapter, frame, RECEIVED_AT)
 
 
 @pytest.mark.parametrize(

@@ -14,14 +14,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import msgspec
 import pytest
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import FrameKind
 from chrono.exchanges.bitstamp import EXCHANGE, BitstampAdapter
-from chrono.exchanges.fast import Received, TextRules
-from chrono.model import FeedRules, PriceFeed, feed_text
+from chrono.model import PriceFeed
+from tests import fastpath
 
 RECEIVED_AT = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 # docs/exchanges.md §4, real capture
@@ -308,12 +307,7 @@ def test_limits_are_conservative() -> None:
 
 
 def fast_and_full(frame: str) -> tuple[list[PriceFeed] | None, list[PriceFeed]]:
-    """``frame`` through the fast path (``None``: it gave up) and the full one, each on a new
-    adapter; a fast feed's text must be what the store would write for it."""
-    fast = adapter().parse_fast([frame.encode()], Received.of(RECEIVED_AT), TextRules(FeedRules()))
-    for feed in fast or []:
-        assert feed.text == feed_text(msgspec.structs.replace(feed, text=None))
-    return fast, adapter().parse(frame, RECEIVED_AT).feeds
+    return fastpath.fast_and_full(adapter, frame, RECEIVED_AT)
 
 
 @pytest.mark.parametrize("earlier", ['"x"', '"3.805e3"', '""', "null", "[1]", "3805.44"])

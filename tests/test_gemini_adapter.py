@@ -19,14 +19,14 @@ import pytest
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import FrameKind
-from chrono.exchanges.fast import Received, TextRules
 from chrono.exchanges.gemini import (
     EXCHANGE,
     MAX_PENDING_REQUESTS,
     MAX_STREAMS_PER_REQUEST,
     GeminiAdapter,
 )
-from chrono.model import FeedRules, PriceFeed, feed_text
+from chrono.model import PriceFeed
+from tests import fastpath
 
 RECEIVED_AT = datetime(2025, 9, 30, 13, 46, 41, 5, tzinfo=UTC)
 # docs/exchanges.md §5, verbatim
@@ -377,13 +377,7 @@ def test_price_is_not_validated_by_the_adapter() -> None:
 
 
 def fast_feeds(frame: str) -> list[PriceFeed] | None:
-    """``parse_fast`` of ``frame`` alone; where it takes it, the full path makes the same feeds
-    and the text it keeps is theirs."""
-    feeds = adapter().parse_fast([frame.encode()], Received.of(RECEIVED_AT), TextRules(FeedRules()))
-    if feeds is not None:
-        assert feeds == adapter().parse(frame, RECEIVED_AT).feeds
-        assert all(feed.text == feed_text(feed) for feed in feeds)
-    return feeds
+    return fastpath.fast_feeds(adapter, frame, RECEIVED_AT)
 
 
 @pytest.mark.parametrize(

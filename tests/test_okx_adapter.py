@@ -16,9 +16,9 @@ import pytest
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import FrameKind, Limits, ParsedFrame
-from chrono.exchanges.fast import Received, TextRules
 from chrono.exchanges.okx import EXCHANGE, MAX_REQUEST_BYTES, OkxAdapter
-from chrono.model import FeedRules, PriceFeed, feed_text
+from chrono.model import PriceFeed
+from tests import fastpath
 from tests.recorded import received, sent
 
 RECEIVED_AT = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -404,13 +404,7 @@ def test_max_symbols_fit_one_request() -> None:
 
 
 def fast_feeds(frame: str) -> list[PriceFeed] | None:
-    """``parse_fast`` of ``frame`` alone; where it takes it, the full path makes the same feeds
-    and the text it keeps is theirs."""
-    feeds = adapter().parse_fast([frame.encode()], Received.of(RECEIVED_AT), TextRules(FeedRules()))
-    if feeds is not None:
-        assert feeds == adapter().parse(frame, RECEIVED_AT).feeds
-        assert all(feed.text == feed_text(feed) for feed in feeds)
-    return feeds
+    return fastpath.fast_feeds(adapter, frame, RECEIVED_AT)
 
 
 @pytest.mark.parametrize(

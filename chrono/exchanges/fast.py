@@ -16,10 +16,12 @@ type. So a fast Struct's field is never looser than the full path's, in one of t
 - the full path keeps the field raw (``msgspec.Raw``, typed from the last key only by
   ``decoding.decode`` with ``at``) and the fast Struct reads it as plain ``str``, its text
   checked after the decode: ``plain_decimal``, or one regex call for all of a frame's texts
-  (``texts_pattern``). Both paths then read the last key alone. The cheaper way (Coinbase);
+  (``texts_pattern``). Both paths then read the last key alone. The cheaper way (Coinbase,
+  Binance, Bitstamp, OKX, Gemini);
 - or the fast field is a constrained type (``AmountText``, ``TimeText``) whose every text the
   full path's ``Decimal`` or ``datetime`` field takes too, so ``{"price":"x","price":"1"}``
-  fails both decodes. A msgspec ``pattern`` costs ~1 us a field, whatever the regex.
+  fails both decodes. A msgspec ``pattern`` costs ~1 us a field, whatever the regex (Bybit,
+  Kraken v1 and v2 still do it this way).
 """
 
 from __future__ import annotations
@@ -48,7 +50,6 @@ T = TypeVar("T")
 # ... and within FeedRules' amount range (chrono.model.check_amount): at most MAX_DECIMAL_PLACES
 # places, at most 39 characters and no 39 digits in a row: so at most MAX_DIGITS digits.
 _AMOUNT_RE: Final = r"(?=[0-9.]{1,39}(?![0-9.]))(?![0-9]{39})(?:0|[1-9][0-9]*)(?:\.[0-9]{1,18})?"
-_AMOUNT: Final = re.compile(_AMOUNT_RE).fullmatch
 TIME_RE: Final = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
 _TIME: Final = re.compile(TIME_RE).fullmatch
 
@@ -77,12 +78,8 @@ _CLOCK: Final = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z"
 # Field types for fast Structs (``\A``/``\Z``: msgspec searches, and ``$`` takes a final "\n").
 AmountText = Annotated[str, msgspec.Meta(pattern=rf"\A{_AMOUNT_RE}\Z")]
 """A plain positional decimal (``canonical_amount``): what a ``Decimal`` field accepts too."""
-AmountOrEmpty = Annotated[str, msgspec.Meta(pattern=rf"\A(?:{_AMOUNT_RE})?\Z")]
-"""``AmountText`` or ``""`` (an exchange's "no value")."""
 TimeText = Annotated[str, msgspec.Meta(pattern=rf"\A{_DATE}T{_CLOCK}\Z")]
 """Fixed-width UTC time text of a real date and time (``utc_time`` always parses it)."""
-DigitsText = Annotated[str, msgspec.Meta(pattern=r"\A[0-9]{1,16}\Z")]
-"""A short epoch count sent as a string (OKX ``ts``): ``int()`` of it is always in range."""
 
 
 class Received(NamedTuple):
@@ -144,11 +141,6 @@ def plain_decimal(text: str, places: int = MAX_DECIMAL_PLACES) -> Decimal | None
     elif len(whole) > MAX_DIGITS:
         return None
     return Decimal(text)
-
-
-def canonical_amount(text: str | None) -> bool:
-    """Whether an optional amount (volume, bid, ask) is absent or plain positional text."""
-    return text is None or _AMOUNT(text) is not None
 
 
 def amount(text: str | None) -> Decimal | None:
