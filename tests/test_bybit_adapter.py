@@ -27,6 +27,7 @@ from chrono.exchanges.bybit import (
     BybitLinearAdapter,
 )
 from chrono.model import PriceFeed
+from tests import fastpath
 
 RECEIVED_AT = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 PAIRS = ("BTC/USDT", "ETH/USDT")
@@ -507,3 +508,95 @@ def test_fuzzed_frames_raise_only_invalid_frame(frame: str) -> None:
                 assert isinstance(parsed, ParsedFrame)
         assert reasons <= {"malformed", "schema", "unknown_type"}
         assert "malformed" in reasons
+
+
+# --- the fast path against the full path ----------------------------------------------------
+
+
+def fast_and_full(frame: str) -> tuple[list[PriceFeed] | None, list[PriceFeed]]:
+    return fastpath.fast_and_full(spot, frame, RECEIVED_AT)
+
+
+@pytest.mark.parametrize(
+    ("key", "earlier"),
+    [
+        ("lastPrice", '"x"'), ("lastPrice", '"1e5"'), ("lastPrice", "null"),
+        ("lastPrice", "true"), ("volume24h", '"01"'), ("volume24h", "[1]"),
+        ("volume24h", '"-1"'), ("volume24h", '""'),
+    ],
+)  # fmt: skip
+def test_repeated_key_the_last_one_counts_on_both_paths(key: str, earlier: str) -> None:
+    """JSON lets a key repeat: both paths read a ticker's numbers from the last one (the full
+    path types them from ``msgspec.Raw``), so an earlier bad value changes nothing. One that is
+    neither a string nor null fails the fast Struct (its fields are ``str | None``): the fast
+    path gives up and the full path makes the same feed."""
+    frame = SPOT_TICKER.replace('"data":{', f'"data":{{"{key}":{earlier},', 1)
+    fast, full = fast_and_full(frame)
+    assert full == fast_and_full(SPOT_TICKER)[1]
+    assert [str(full[0].price), str(full[0].volume)] == ["21109.77", "6780.866843"]
+    assert fast == (full if earlier.startswith('"') or earlier == "null" else None)
+
+
+@pytest.mark.parametrize("key", ["lastPrice", "volume24h"])
+def test_repeated_key_a_bad_last_one_is_schema(key: str) -> None:
+    """A good value then a bad one: the last counts, so the full path refuses the frame and the
+    fast path gives up."""
+    frame = SPOT_TICKER.replace('"data":{', f'"data":{{"{key}":"1",', 1)
+    frame = frame.replace('"21109.77"' if key == "lastPrice" else '"6780.866843"', '"1e5"')
+    assert fastpath.fast_only(spot, frame, RECEIVED_AT) is None
+    with pytest.raises(InvalidFrame) as caught:
+        spot().parse(frame.replace('"1e5"', '"x"'), RECEIVED_AT)
+    assert (caught.value.reason, caught.value.detail) == (
+        "schema", f"Invalid decimal string - at `$.{key}`",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("lastPrice", "x", "Invalid decimal string - at `$.lastPrice`"),
+        ("lastPrice", "", "Invalid decimal string - at `$.lastPrice`"),
+        ("lastPrice", True, "Expected `decimal | null`, got `bool` - at `$.lastPrice`"),
+        ("volume24h", [1], "Expected `decimal | null`, got `array` - at `$.volume24h`"),
+        ("volume24h", {}, "Expected `decimal | null`, got `object` - at `$.volume24h`"),
+    ],
+)
+def test_a_bad_number_is_typed_before_the_symbol(key: str, value: Any, message: str) -> None:
+    """Kept raw, a number is typed before the symbol is looked at: ``schema`` with msgspec's
+    message and path, as when it was a typed field, for a symbol not held too."""
+    for symbol in ("BTCUSDT", "DOGEUSDT"):
+        raw = json.loads(SPOT_TICKER)
+        raw["data"].update({"symbol": symbol, key: value})
+        with pytest.raises(InvalidFrame) as caught:
+            spot().parse(json.dumps(raw), RECEIVED_AT)
+        assert (caught.value.reason, caught.value.detail) == ("schema", message)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("volume24h", None), ("lastPrice", "21109.770000000000000000001"),
+     ("volume24h", "1" * 21), ("lastPrice", "1.5e3"), ("lastPrice", "0")],
+)  # fmt: skip
+def test_what_the_fast_path_leaves_to_the_full_path(key: str, value: str | None) -> None:
+    """No volume (Bybit always sends one), a text not in the store's form or out of its range,
+    a zero price: the fast path gives up, and the full path decides."""
+    raw = json.loads(SPOT_TICKER)
+    raw["data"][key] = value
+    raw["data"] = {k: v for k, v in raw["data"].items() if v is not None}
+    frame = json.dumps(raw)
+    assert fastpath.fast_only(spot, frame, RECEIVED_AT) is None
+    parsed = spot().parse(frame, RECEIVED_AT)
+    if key == "volume24h" and value is None:
+        assert one_feed(parsed).volume is None
+
+
+def test_the_fast_path_takes_the_docs_ticker() -> None:
+    """The docs' ticker, digit for digit as the full path reads it."""
+    fast, full = fast_and_full(SPOT_TICKER)
+    assert fast == full
+    assert fast is not None
+    [feed] = fast
+    assert feed.text is not None
+    assert (str(feed.price), feed.text.price, feed.text.volume) == (
+        "21109.77", "21109.77", "6780.866843",
+    )  # fmt: skip

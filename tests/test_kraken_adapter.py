@@ -21,6 +21,7 @@ from chrono.exchanges.kraken import EXCHANGE, KrakenAdapter
 from chrono.exchanges.kraken_common import BATCH_SYMBOLS, canonical_symbol
 from chrono.exchanges.kraken_v1 import V1_EXCHANGE, KrakenV1Adapter
 from chrono.model import PriceFeed
+from tests import fastpath
 from tests.recorded import received, sent
 
 RECEIVED_AT = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -602,3 +603,123 @@ def test_fuzzed_frames_raise_only_invalid_frame(version: str) -> None:
     assert set(reasons) <= {"malformed", "schema", "unknown_type"}
     assert len(reasons) > 100
     assert parsed > 10
+
+
+# --- the fast path against the full path ------------------------------------------------------
+
+
+def fast_and_full(version: str, frame: str) -> tuple[list[PriceFeed] | None, list[PriceFeed]]:
+    return fastpath.fast_and_full(v1 if version == "v1" else v2, frame, RECEIVED_AT)
+
+
+def test_both_paths_make_the_same_feeds_digit_for_digit() -> None:
+    for version, frame in (("v1", v1_ticker()), ("v2", v2_ticker(v2_entry(), v2_entry()))):
+        fast, full = fast_and_full(version, frame)
+        assert fast == full
+        assert fast
+        assert all(feed.text is not None for feed in fast)
+    [feed] = fastpath.fast_only(v1, v1_ticker(), RECEIVED_AT) or []
+    assert feed.text is not None
+    assert [feed.text.price, feed.text.volume, feed.text.bid, feed.text.ask] == [
+        "56218.30000", "37.46739855", "56119.10000", "56218.30000",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "earlier",
+    ['"yesterday"', '"2026-01-02T03:04:05"', '"2026-02-30T03:04:05.123456Z"', "5", "null"],
+)
+def test_v2_repeated_timestamp_the_last_one_counts_on_both_paths(earlier: str) -> None:
+    """JSON lets a key repeat: both paths read ``timestamp`` from the last one (the full path
+    types it from ``msgspec.Raw``), so an earlier bad value changes nothing. One that is not a
+    string or null fails the fast Struct (``str | None``): the fast path gives up and the full
+    path makes the same feed."""
+    good = v2_ticker(v2_entry())
+    frame = good.replace("[{", f'[{{"timestamp": {earlier}, ', 1)
+    fast, full = fast_and_full("v2", frame)
+    assert full == fast_and_full("v2", good)[1]
+    assert [feed.timestamp for feed in full] == [datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)]
+    assert fast == (None if earlier == "5" else full)
+
+
+@pytest.mark.parametrize(
+    ("key", "earlier"),
+    [
+        ("c", '["x", "1"]'), ("c", '["1e5", "1"]'), ("c", "null"), ("c", '["1"]'),
+        ("b", '["01", 0, "1"]'), ("a", '"56218.3"'), ("v", '["-1", "NaN"]'),
+    ],
+)  # fmt: skip
+def test_v1_repeated_key_the_last_one_counts_on_both_paths(key: str, earlier: str) -> None:
+    """Both paths read a decimal list from its last key (the full path types it from
+    ``msgspec.Raw``). An earlier list of Kraken's shape, whatever its texts, passes the fast
+    Struct and changes nothing; one of another shape fails it, and the full path decides."""
+    good = v1_ticker()
+    frame = good.replace('{"a": ', f'{{"{key}": {earlier}, "a": ', 1)
+    fast, full = fast_and_full("v1", frame)
+    assert full == fast_and_full("v1", good)[1]
+    assert [(str(f.price), str(f.bid), str(f.ask), str(f.volume)) for f in full] == [
+        ("56218.30000", "56119.10000", "56218.30000", "37.46739855")
+    ]
+    assert fast == (full if earlier.startswith("[") and earlier != '["1"]' else None)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"c": ["x", "1"]}, "Invalid decimal string - at `$.c[0]`"),
+        ({"a": ["1", True, "1"]}, "Expected `decimal`, got `bool` - at `$.a[1]`"),
+        ({"v": {"x": "1"}}, "Expected `array`, got `object` - at `$.v`"),
+        ({"b": "1"}, "Expected `array`, got `str` - at `$.b`"),
+    ],
+)
+def test_v1_a_bad_decimal_is_typed_before_the_pair(fields: dict[str, Any], message: str) -> None:
+    """Kept raw, a decimal list is typed before the pair is looked at: ``schema`` with
+    msgspec's message and path (the item's, for a bad item), as when it was a typed field."""
+    for pair in ("XBT/USD", "ADA/USD"):
+        with pytest.raises(InvalidFrame) as caught:
+            v1().parse(v1_ticker(pair, **fields), RECEIVED_AT)
+        assert (caught.value.reason, caught.value.detail) == ("schema", message)
+        assert fastpath.fast_only(v1, v1_ticker(pair, **fields), RECEIVED_AT) is None
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "message"),
+    [
+        ("yesterday", "Invalid RFC3339 encoded datetime"),
+        ("2026-02-30T03:04:05.123456Z", "Invalid RFC3339 encoded datetime"),
+        ("2026-01-02T03:04:05.123456", "Expected `datetime` with a timezone component"),
+        (5, "Expected `datetime | null`, got `int`"),
+    ],
+)
+def test_v2_a_bad_timestamp_is_typed_before_the_pair(timestamp: Any, message: str) -> None:
+    """Kept raw, every entry's ``timestamp`` is typed before any entry is looked at:
+    ``schema`` with msgspec's message and path, for a pair not held or without ``last`` too.
+    February 30th matches ``TIME_RE``: the fast path gives up on it (``time_of_fixed``)."""
+    bad = v2_entry(timestamp=timestamp)
+    for entries in ([bad], [v2_entry(symbol="ADA/USD"), bad | {"symbol": "ADA/USD"}]):
+        frame = v2_ticker(*entries)
+        with pytest.raises(InvalidFrame) as caught:
+            v2().parse(frame, RECEIVED_AT)
+        at = f"data[{len(entries) - 1}].timestamp"
+        assert (caught.value.reason, caught.value.detail) == ("schema", f"{message} - at `$.{at}`")
+        assert fastpath.fast_only(v2, frame, RECEIVED_AT) is None
+    frame = v2_ticker(v2_entry(last=None, timestamp=timestamp))
+    with pytest.raises(InvalidFrame):
+        v2().parse(frame, RECEIVED_AT)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"c": ["1.5", "2"]},
+        {"c": ["1.5", "2", "3"], "v": ["1", "2"], "a": ["1", 0, "1"], "b": ["1", 0, "1"]},
+        {"c": ["1.5", "2"], "v": ["1", "2"], "a": ["1", "0", "1"], "b": ["1", 0, "1"]},
+        {"c": ["1.5", "2"], "v": ["1", "2"], "a": ["1", 0, "1"], "b": ["1", 0, "1e2"]},
+    ],
+)
+def test_v1_a_ticker_of_another_shape_is_the_full_paths(payload: dict[str, Any]) -> None:
+    """The fast path takes Kraken's one shape (``a``/``b`` of three items, the whole-lot volume
+    an int, ``c``/``v`` of two, every text plain); anything else the full path takes."""
+    fast, full = fast_and_full("v1", json.dumps([1, payload, "ticker", "XBT/USD"]))
+    assert fast is None
+    assert [feed.price for feed in full] == [Decimal("1.5")]

@@ -43,8 +43,8 @@ import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
-from chrono.exchanges.decoding import decode
-from chrono.exchanges.fast import AmountText, Received, TextRules, amount, epoch_time
+from chrono.exchanges.decoding import NULL, decode
+from chrono.exchanges.fast import PLAIN_RE, Received, TextRules, epoch_time, texts_pattern
 from chrono.model import FeedText, PriceFeed
 
 SOURCE: Final = "bybit"
@@ -78,11 +78,13 @@ class Envelope(msgspec.Struct, frozen=True):
 
 
 class SpotTicker(msgspec.Struct, frozen=True):
-    """The spot fields Chrono keeps; spot has no bid/ask on this topic."""
+    """The spot fields Chrono keeps; spot has no bid/ask on this topic. The numbers stay raw
+    until ``_parse_ticker`` types them from their last key, as the fast path reads them
+    (``chrono.exchanges.fast``)."""
 
     symbol: str
-    last_price: Decimal | None = msgspec.field(default=None, name="lastPrice")
-    volume_24h: Decimal | None = msgspec.field(default=None, name="volume24h")
+    last_price: msgspec.Raw = msgspec.field(default=NULL, name="lastPrice")
+    volume_24h: msgspec.Raw = msgspec.field(default=NULL, name="volume24h")
 
 
 class LinearTicker(msgspec.Struct, frozen=True):
@@ -96,12 +98,12 @@ class LinearTicker(msgspec.Struct, frozen=True):
 
 
 class _TextSpotTicker(msgspec.Struct, frozen=True, gc=False):
-    """``SpotTicker`` with its numbers as canonical text (the fast path); each field takes only
-    text the full path's type takes too (a repeated key is checked twice)."""
+    """``SpotTicker`` with its numbers as the exchange's text (the fast path), checked after the
+    decode (``_SPOT_TEXTS``): a ``pattern`` field costs more than the whole check."""
 
     symbol: str
-    last_price: AmountText | None = msgspec.field(default=None, name="lastPrice")
-    volume_24h: AmountText | None = msgspec.field(default=None, name="volume24h")
+    last_price: str | None = msgspec.field(default=None, name="lastPrice")
+    volume_24h: str | None = msgspec.field(default=None, name="volume24h")
 
 
 class _TextSpotFrame(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
@@ -117,6 +119,9 @@ class _TextSpotFrame(msgspec.Struct, frozen=True, gc=False, forbid_unknown_field
 _ENVELOPE: Final = msgspec.json.Decoder(Envelope)
 _FAST_SPOT: Final = msgspec.json.Decoder(_TextSpotFrame)
 _SPOT: Final = msgspec.json.Decoder(SpotTicker)
+_AMOUNT: Final = msgspec.json.Decoder(Decimal | None)
+# A fast spot ticker's last price and volume, in one regex call.
+_SPOT_TEXTS: Final = texts_pattern(PLAIN_RE, PLAIN_RE)
 _LINEAR: Final = msgspec.json.Decoder(LinearTicker)
 _ENCODER: Final = msgspec.json.Encoder()
 
@@ -173,12 +178,14 @@ class BybitAdapter:
     def parse_fast(
         self, frames: Sequence[bytes], received: Received, rules: TextRules
     ) -> list[PriceFeed] | None:
-        """Spot ticker snapshots of ours and pongs only, every number canonical text; else
-        ``None`` (``chrono.exchanges.fast``). Linear (``BybitLinearAdapter``) has none: its
-        deltas merge into state that a read the full path re-reads must not have moved."""
+        """Spot ticker snapshots of ours, with a volume (Bybit always sends it), and pongs
+        only, every number canonical text; else ``None`` (``chrono.exchanges.fast``). Linear
+        (``BybitLinearAdapter``) has none: its deltas merge into state that a read the full
+        path re-reads must not have moved."""
         if type(self) is not BybitAdapter:
             return None
-        decode, to_canonical, feeds = _FAST_SPOT.decode, self._symbols.to_canonical, []
+        to_canonical, price_of, feeds = self._symbols.to_canonical, rules.price_of_plain, []
+        decode = _FAST_SPOT.decode
         worker_id, received_at, received_text = self.worker_id, received.at, received.text
         for frame in frames:
             try:
@@ -188,21 +195,23 @@ class BybitAdapter:
                     continue
                 return None
             ticker = message.data
+            text, volume = ticker.last_price, ticker.volume_24h
             if (
-                message.type != "snapshot"
+                text is None
+                or volume is None
+                or _SPOT_TEXTS(f"{text},{volume}") is None
+                or message.type != "snapshot"
                 or not message.topic.startswith(TOPIC_PREFIX)
                 or (symbol := to_canonical(ticker.symbol)) is None
-                or ticker.last_price is None
-                or (price := rules.price(symbol, ticker.last_price)) is None
+                or (price := price_of(symbol, text)) is None
                 or (time := epoch_time(message.ts, 1_000)) is None
             ):
                 return None
-            volume = ticker.volume_24h
             feeds.append(PriceFeed(
                 symbol=symbol, price=price, timestamp=time[0], received_at=received_at,
-                source=SOURCE, worker_id=worker_id, volume=amount(volume),
+                source=SOURCE, worker_id=worker_id, volume=Decimal(volume),
                 metadata={"native_symbol": ticker.symbol, "cross_sequence": message.cs},
-                text=FeedText(ticker.last_price, volume, None, None, time[1], received_text),
+                text=FeedText(text, volume, None, None, time[1], received_text),
             ))  # fmt: skip
         return feeds
 
@@ -223,20 +232,21 @@ class BybitAdapter:
              "data":{"symbol":"BTCUSDT","lastPrice":"21109.77","highPrice24h":"21426.99",
              "volume24h":"6780.866843","turnover24h":"141946527.22907118",...}}
 
-        The feed has no bid/ask: spot tickers carry none (``orderbook.1`` would).
+        The feed has no bid/ask: spot tickers carry none (``orderbook.1`` would). The numbers
+        are typed before anything else is looked at, as when they were typed fields: a bad one
+        is ``schema`` whatever the symbol.
         """
         if message.type != "snapshot":
             raise InvalidFrame("unknown_type", f"spot tickers {message.type}")
         ticker = decode(_SPOT, message.data)
+        price = decode(_AMOUNT, ticker.last_price, at="lastPrice")
+        volume = decode(_AMOUNT, ticker.volume_24h, at="volume24h")
         symbol = self._symbols.to_canonical(ticker.symbol)
         if symbol is None:
             return ParsedFrame(FrameKind.DATA, skipped=["unknown_symbol"])
-        if ticker.last_price is None:
+        if price is None:
             return ParsedFrame(FrameKind.DATA, skipped=["no_price"])
-        feed = self._feed(
-            symbol, ticker.symbol, time, received_at, ticker.last_price, ticker.volume_24h,
-            cs=message.cs,
-        )  # fmt: skip
+        feed = self._feed(symbol, ticker.symbol, time, received_at, price, volume, cs=message.cs)
         return ParsedFrame(FrameKind.DATA, feeds=[feed])
 
     def _feed(

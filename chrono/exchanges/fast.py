@@ -11,17 +11,12 @@ never decides differently, only sooner (``tests/test_fast_path.py`` replays ever
 simulated and fuzzed frame through both).
 
 JSON lets a key repeat; msgspec keeps the last value but checks every one against the field's
-type. So a fast Struct's field is never looser than the full path's, in one of two ways:
-
-- the full path keeps the field raw (``msgspec.Raw``, typed from the last key only by
-  ``decoding.decode`` with ``at``) and the fast Struct reads it as plain ``str``, its text
-  checked after the decode: ``plain_decimal``, or one regex call for all of a frame's texts
-  (``texts_pattern``). Both paths then read the last key alone. The cheaper way (Coinbase,
-  Binance, Bitstamp, OKX, Gemini);
-- or the fast field is a constrained type (``AmountText``, ``TimeText``) whose every text the
-  full path's ``Decimal`` or ``datetime`` field takes too, so ``{"price":"x","price":"1"}``
-  fails both decodes. A msgspec ``pattern`` costs ~1 us a field, whatever the regex (Bybit,
-  Kraken v1 and v2 still do it this way).
+type. So every adapter's full path keeps the fields its fast path reads as text raw
+(``msgspec.Raw``, typed from the last key only by ``decoding.decode`` with ``at``), and the fast
+Struct reads them as plain ``str``, checked after the decode: ``plain_decimal``, or one regex
+call for all of a frame's texts (``texts_pattern``). Both paths then read the last key alone.
+A msgspec ``pattern`` field would cost ~1 us a field, whatever the regex; one call for a whole
+frame costs about what its matching does.
 """
 
 from __future__ import annotations
@@ -31,7 +26,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
-from typing import Annotated, Final, NamedTuple, Protocol, TypeVar, runtime_checkable
+from typing import Final, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
@@ -46,10 +41,7 @@ from chrono.model import (
 
 T = TypeVar("T")
 
-# Plain decimals only: [0-9], not \d (which takes any Unicode digit).
-# ... and within FeedRules' amount range (chrono.model.check_amount): at most MAX_DECIMAL_PLACES
-# places, at most 39 characters and no 39 digits in a row: so at most MAX_DIGITS digits.
-_AMOUNT_RE: Final = r"(?=[0-9.]{1,39}(?![0-9.]))(?![0-9]{39})(?:0|[1-9][0-9]*)(?:\.[0-9]{1,18})?"
+# Plain decimals and times only: [0-9], not \d (which takes any Unicode digit).
 TIME_RE: Final = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
 _TIME: Final = re.compile(TIME_RE).fullmatch
 
@@ -63,23 +55,6 @@ def texts_pattern(*parts: str) -> Callable[[str], object]:
     given as one comma-joined string (one regex call costs what its matching does here). No
     part matches a comma, so a text holding one fails the whole match."""
     return re.compile(",".join(parts)).fullmatch
-
-
-# A valid Gregorian date (year 0001-9999, leap days included) and a time of day: what both
-# msgspec's RFC 3339 parser and ``datetime.fromisoformat`` accept, so ``TimeText`` is never
-# looser than a ``datetime`` field.
-_DATE: Final = (
-    r"(?!0000)(?:[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
-    r"|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
-    r"|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)"
-)
-_CLOCK: Final = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z"
-
-# Field types for fast Structs (``\A``/``\Z``: msgspec searches, and ``$`` takes a final "\n").
-AmountText = Annotated[str, msgspec.Meta(pattern=rf"\A{_AMOUNT_RE}\Z")]
-"""A plain positional decimal (``canonical_amount``): what a ``Decimal`` field accepts too."""
-TimeText = Annotated[str, msgspec.Meta(pattern=rf"\A{_DATE}T{_CLOCK}\Z")]
-"""Fixed-width UTC time text of a real date and time (``utc_time`` always parses it)."""
 
 
 class Received(NamedTuple):

@@ -11,7 +11,8 @@ Frames decode in two steps into typed Structs: a small shape (``channel``/``meth
 tagged union the frame belongs to. msgspec reads a JSON number into ``Decimal`` from its exact
 text, so ``0.10035`` stays ``0.10035`` (never a float). Fields the adapter does not use
 (``connection_id``, which exceeds 2**53, the rolling 24 h statistics) are skipped, never
-converted.
+converted. A ticker's ``timestamp`` is typed from the last of its keys only (``msgspec.Raw``,
+then ``AwareDatetime``), as the fast path reads it (``chrono.exchanges.fast``).
 
 Errors: every bad frame raises ``InvalidFrame`` (``malformed``, ``schema`` or ``unknown_type``;
 see ``kraken_common``); nothing else escapes ``parse``.
@@ -28,8 +29,8 @@ import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, ParsedFrame
-from chrono.exchanges.decoding import as_utc, decode
-from chrono.exchanges.fast import Received, TextRules, TimeText, decode_each, plain_text, utc_time
+from chrono.exchanges.decoding import NULL, as_utc, decode
+from chrono.exchanges.fast import Received, TextRules, decode_each, plain_text, utc_time
 from chrono.exchanges.kraken_common import (
     _LIMITS,
     _PING_INTERVAL_S,
@@ -70,14 +71,15 @@ class V2Heartbeat(msgspec.Struct, frozen=True, tag_field="channel", tag="heartbe
 
 
 class TickerData(msgspec.Struct, frozen=True):
-    """The fields Chrono keeps; ``last`` is absent on a pair untraded for 24 h."""
+    """The fields Chrono keeps; ``last`` is absent on a pair untraded for 24 h. ``timestamp``
+    stays raw until ``_typed_times`` types it (``_TIME``)."""
 
     symbol: str
     last: Decimal | None = None
     bid: Decimal | None = None
     ask: Decimal | None = None
     volume: Decimal | None = None
-    timestamp: AwareDatetime | None = None  # missing in the early v2 schema
+    timestamp: msgspec.Raw = NULL  # missing in the early v2 schema
 
 
 class V2Ticker(msgspec.Struct, frozen=True, tag_field="channel", tag="ticker"):
@@ -121,7 +123,8 @@ V2Method = V2Subscribe | V2Unsubscribe | V2Pong | V2Error
 
 
 # The fast path's: prices are JSON numbers, read as on the full path (``Decimal``, from their
-# exact text) and written in the store's form; the time is kept as the exchange's text. Only the
+# exact text) and written in the store's form; the time is kept as the exchange's text, checked
+# after the decode (``utc_time``: one regex call, cheaper than a ``pattern`` field). Only the
 # keys a ticker or heartbeat has (no ``method``, which would make it a reply to the full path).
 class _FastTickerData(msgspec.Struct, frozen=True, gc=False):
     symbol: str
@@ -129,7 +132,7 @@ class _FastTickerData(msgspec.Struct, frozen=True, gc=False):
     bid: Decimal | None = None
     ask: Decimal | None = None
     volume: Decimal | None = None
-    timestamp: TimeText | None = None
+    timestamp: str | None = None
 
 
 class _FastTicker(
@@ -152,6 +155,7 @@ class _FastHeartbeat(
 
 _FAST_DECODER: Final = msgspec.json.Decoder(_FastTicker | _FastHeartbeat)
 _V2_SHAPE: Final = msgspec.json.Decoder(_V2Shape)
+_TIME: Final = msgspec.json.Decoder(AwareDatetime | None)
 _V2_CHANNELS: Final[msgspec.json.Decoder[V2Channel]] = msgspec.json.Decoder(V2Channel)
 _V2_METHODS: Final[msgspec.json.Decoder[V2Method]] = msgspec.json.Decoder(V2Method)
 _V2_CHANNEL_TAGS: Final = frozenset({"status", "heartbeat", "ticker"})
@@ -245,12 +249,12 @@ class KrakenAdapter(KrakenAdapterBase):
         this collector does not hold ``unknown_symbol``. No ``timestamp``: ``received_at``.
         """
         parsed = ParsedFrame(FrameKind.DATA)
-        for tick in message.data:
+        for tick, timestamp in zip(message.data, _typed_times(message.data), strict=True):
             symbol = self._symbols.to_canonical(tick.symbol)
             if symbol is None or tick.last is None:
                 parsed.skipped.append("unknown_symbol" if symbol is None else "no_price")
                 continue
-            time = received_at if tick.timestamp is None else as_utc(tick.timestamp)
+            time = received_at if timestamp is None else as_utc(timestamp)
             book = (tick.bid, tick.ask, tick.volume)
             feed = self._feed(
                 symbol, tick.symbol, tick.last, time=time, received_at=received_at, book=book
@@ -292,6 +296,20 @@ def _parse_v2_status(status: V2Status) -> ParsedFrame:
     """
     text = ", ".join(f"system {d.system} (version {d.version})" for d in status.data)
     return ParsedFrame(FrameKind.INFO, message=text or "status")
+
+
+def _typed_times(data: list[TickerData]) -> list[datetime | None]:
+    """Every entry's ``timestamp``, typed before any entry is looked at, as when it was a typed
+    field: a bad one is ``schema`` (msgspec's message and path), whatever the entry's pair.
+    Typed plainly first; only a failure is typed again with ``decode`` for its message."""
+    time = _TIME.decode
+    try:
+        return [time(tick.timestamp) for tick in data]
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeError):
+        return [
+            decode(_TIME, tick.timestamp, at=f"data[{index}].timestamp")
+            for index, tick in enumerate(data)
+        ]
 
 
 def _decode_v2(frame: str | bytes) -> V2Channel | V2Method:

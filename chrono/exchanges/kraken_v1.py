@@ -10,7 +10,8 @@ Frames decode in two steps into typed Structs: an object frame's ``event`` (or t
 rate-limit ``Error``) picks the tagged union of events; an array is a channel message. Prices
 decode from their exact decimal text into ``Decimal`` (never a float). Fields the adapter does
 not use (``connectionID``, which exceeds 2**53, the rolling 24 h statistics) are skipped, never
-converted.
+converted. A ticker's decimal lists are typed from the last of their keys only (``msgspec.Raw``,
+then ``list[Decimal]``), as the fast path reads them (``chrono.exchanges.fast``).
 
 Errors: every bad frame raises ``InvalidFrame`` (``malformed``, ``schema`` or ``unknown_type``;
 see ``kraken_common``); nothing else escapes ``parse``.
@@ -28,7 +29,7 @@ import msgspec
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, ParsedFrame, SymbolMap
 from chrono.exchanges.decoding import decode
-from chrono.exchanges.fast import AmountText, Received, TextRules
+from chrono.exchanges.fast import PLAIN_RE, Received, TextRules, texts_pattern
 from chrono.exchanges.kraken_common import (
     _LIMITS,
     _PING_INTERVAL_S,
@@ -79,6 +80,19 @@ class V1Error(msgspec.Struct, frozen=True, tag_field="event", tag="error", renam
     error_message: str = ""
 
 
+_EMPTY: Final = msgspec.Raw(b"[]")  # an absent list: empty, as a typed field's default
+
+
+class V1RawTicker(msgspec.Struct, frozen=True):
+    """A ticker payload as sent: its decimal lists raw until ``_typed`` types them."""
+
+    a: msgspec.Raw = _EMPTY
+    b: msgspec.Raw = _EMPTY
+    c: msgspec.Raw = _EMPTY
+    v: msgspec.Raw = _EMPTY
+    t: list[int] = []
+
+
 class V1Ticker(msgspec.Struct, frozen=True):
     """A ticker payload: each field a list; whole-lot volumes and trade counts are ints."""
 
@@ -98,20 +112,40 @@ _V1_EVENTS: Final[msgspec.json.Decoder[V1Event]] = msgspec.json.Decoder(V1Event)
 _V1_EVENT_TAGS: Final = frozenset(
     {"systemStatus", "subscriptionStatus", "heartbeat", "pong", "error"}
 )
-_V1_TICKER: Final = msgspec.json.Decoder(V1Ticker)
+_V1_TICKER: Final = msgspec.json.Decoder(V1RawTicker)
+_DECIMALS: Final = msgspec.json.Decoder(list[Decimal])
+_RAWS: Final = msgspec.json.Decoder(list[msgspec.Raw])
+_DECIMAL: Final = msgspec.json.Decoder(Decimal)
 _STR: Final = msgspec.json.Decoder(str)
 
-# The fast path's types: never looser than the full path's (a repeated key is checked twice).
-_Amount = AmountText | int  # what a ``Decimal`` list item takes: whole-lot volumes are ints
+
+# The fast path's: each list of the one shape Kraken sends, its texts checked after the decode
+# (``_TEXTS``, one regex call: cheaper than a ``pattern`` field). A list of another length, or
+# an item of another type, fails the decode (``forbid_unknown_fields``): the full path's.
+class _TextLevel(
+    msgspec.Struct, frozen=True, gc=False, array_like=True, forbid_unknown_fields=True
+):
+    """``a`` or ``b``: ``[price, whole-lot volume, lot volume]``."""
+
+    price: str
+    whole_lots: int
+    lots: str
+
+
+class _TextPair(msgspec.Struct, frozen=True, gc=False, array_like=True, forbid_unknown_fields=True):
+    """``c`` (``[price, lot volume]``) or ``v`` (``[today, last 24 h]``)."""
+
+    first: str
+    second: str
 
 
 class _TextV1Payload(msgspec.Struct, frozen=True, gc=False):
-    """``V1Ticker`` with its decimals as the exchange's canonical text (or ints)."""
+    """``V1Ticker`` with its decimals as the exchange's text, every list present."""
 
-    a: list[_Amount] = []
-    b: list[_Amount] = []
-    c: list[_Amount] = []
-    v: list[_Amount] = []
+    a: _TextLevel
+    b: _TextLevel
+    c: _TextPair
+    v: _TextPair
     t: list[int] = []
 
 
@@ -127,6 +161,8 @@ class _TextV1Tick(
 
 
 _FAST_DECODER: Final = msgspec.json.Decoder(_TextV1Tick)
+# A tick's c, v, b and a texts in one check: a plain price and plain amounts.
+_TEXTS: Final = texts_pattern(*[PLAIN_RE] * 8)
 _HEARTBEAT: Final = b'{"event":"heartbeat"}'  # as sent; any other spelling: the full path
 
 # --- adapter --------------------------------------------------------------------------------
@@ -168,11 +204,12 @@ class KrakenV1Adapter(KrakenAdapterBase):
     def parse_fast(
         self, frames: Sequence[bytes], received: Received, rules: TextRules
     ) -> list[PriceFeed] | None:
-        """Ticker arrays of ours and heartbeats only, price, bid, ask and volume canonical text,
-        no repeated trade; else ``None`` (``chrono.exchanges.fast``). The last-trade memory
-        (``_parse_ticker``) moves only when the whole read is taken."""
+        """Ticker arrays of ours and heartbeats only, every list of Kraken's shape and every
+        decimal canonical text, no repeated trade; else ``None`` (``chrono.exchanges.fast``).
+        The last-trade memory (``_parse_ticker``) moves only when the whole read is taken."""
         decode, to_canonical, feeds = _FAST_DECODER.decode, self._symbols.to_canonical, []
         worker_id, received_at, received_text = self.worker_id, received.at, received.text
+        price_of, texts = rules.price_of_plain, _TEXTS
         last, seen = self._last, dict[str, tuple[object, ...]]()
         for frame in frames:
             if frame == _HEARTBEAT:
@@ -182,35 +219,24 @@ class KrakenV1Adapter(KrakenAdapterBase):
             except (msgspec.DecodeError, UnicodeError):
                 return None
             pair, payload = tick.pair, tick.payload
-            c, b, a, v = payload.c, payload.b, payload.a, payload.v
+            c, v, b, a = payload.c, payload.v, payload.b, payload.a
+            price_text, volume_text, bid_text, ask_text = c.first, v.second, b.price, a.price
             if (
-                tick.name != "ticker"
+                texts(f"{price_text},{c.second},{v.first},{volume_text},{bid_text},{b.lots},"
+                      f"{ask_text},{a.lots}") is None
+                or tick.name != "ticker"
                 or (symbol := to_canonical(pair)) is None
-                or not c
-                or type(price_text := c[0]) is not str
-                or (price := rules.price(symbol, price_text)) is None
-            ):
+                or (price := price_of(symbol, price_text)) is None
+            ):  # fmt: skip
                 return None
-            trade = (
-                tuple(map(Decimal, c)), tuple(map(Decimal, v[:1])), tuple(payload.t[:1])
-            )  # fmt: skip
+            trade = ((price, Decimal(c.second)), (Decimal(v.first),), tuple(payload.t[:1]))
             if (seen[pair] if pair in seen else last.get(pair)) == trade:
                 return None  # a repeat: skipped
             seen[pair] = trade
-            bid_text = b[0] if b else None
-            ask_text = a[0] if a else None
-            volume_text = v[1] if len(v) > 1 else None
-            if isinstance(bid_text, int) or isinstance(ask_text, int):
-                return None  # a whole-lot int where a decimal text belongs
-            if isinstance(volume_text, int):
-                return None
             feeds.append(PriceFeed(
                 symbol=symbol, price=price, timestamp=received_at, received_at=received_at,
-                source=SOURCE, worker_id=worker_id,
-                volume=None if volume_text is None else Decimal(volume_text),
-                bid=None if bid_text is None else Decimal(bid_text),
-                ask=None if ask_text is None else Decimal(ask_text),
-                metadata={"native_symbol": pair},
+                source=SOURCE, worker_id=worker_id, volume=Decimal(volume_text),
+                bid=Decimal(bid_text), ask=Decimal(ask_text), metadata={"native_symbol": pair},
                 text=FeedText(price_text, volume_text, bid_text, ask_text, received_text,
                               received_text),
             ))  # fmt: skip
@@ -265,7 +291,8 @@ class KrakenV1Adapter(KrakenAdapterBase):
             raise InvalidFrame("unknown_type", name)
         if len(items) != 4:
             raise InvalidFrame("schema", f"a ticker array of {len(items)} items")
-        return self._parse_ticker(decode(_V1_TICKER, items[1]), decode(_STR, items[3]), received_at)
+        tick = _typed(decode(_V1_TICKER, items[1]))
+        return self._parse_ticker(tick, decode(_STR, items[3]), received_at)
 
     def _parse_ticker(self, tick: V1Ticker, pair: str, received_at: datetime) -> ParsedFrame:
         """One pair's ticker (real capture, trimmed)::
@@ -301,6 +328,29 @@ class KrakenV1Adapter(KrakenAdapterBase):
             symbol, pair, tick.c[0], time=received_at, received_at=received_at, book=book
         )
         return ParsedFrame(FrameKind.DATA, feeds=[feed])
+
+
+def _typed(raw: V1RawTicker) -> V1Ticker:
+    """The payload with its decimal lists typed, in the exchange's key order, as when they were
+    typed fields: a bad one is ``schema`` with msgspec's message and path."""
+    return V1Ticker(
+        a=_decimals(raw.a, "a"), b=_decimals(raw.b, "b"), c=_decimals(raw.c, "c"),
+        v=_decimals(raw.v, "v"), t=raw.t,
+    )  # fmt: skip
+
+
+def _decimals(raw: msgspec.Raw, at: str) -> list[Decimal]:
+    """``raw`` as ``list[Decimal]`` in one decode; a bad list is decoded again item by item
+    (``decode`` with ``at``), so the message names the item as a typed field's did."""
+    try:
+        return _DECIMALS.decode(raw)
+    except msgspec.ValidationError as exc:
+        items = decode(_RAWS, raw, at=at)
+        for index, item in enumerate(items):
+            decode(_DECIMAL, item, at=f"{at}[{index}]")
+        raise InvalidFrame("schema", f"{exc} - at `$.{at}`") from exc  # not reached
+    except (msgspec.DecodeError, UnicodeError):  # bad UTF-8 inside a string: ``malformed``
+        return decode(_DECIMALS, raw, at=at)
 
 
 V1_EXCHANGE: Final = Exchange(
