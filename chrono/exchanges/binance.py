@@ -28,7 +28,7 @@ import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
-from chrono.exchanges.decoding import MS_US, NULL, decode, from_epoch
+from chrono.exchanges.decoding import DECIMAL, MS_US, NULL, OPTIONAL_DECIMAL, decode, from_epoch
 from chrono.exchanges.fast import (
     PLAIN_RE,
     Received,
@@ -149,8 +149,6 @@ _ENVELOPE: Final = msgspec.json.Decoder(Envelope)
 _FAST_TICKER: Final = msgspec.json.Decoder(_TextTickerStream)
 _FAST_BOOK: Final = msgspec.json.Decoder(_TextBookStream)
 _TICKER: Final = msgspec.json.Decoder(Ticker)
-_PRICE: Final = msgspec.json.Decoder(Decimal)
-_AMOUNT: Final = msgspec.json.Decoder(Decimal | None)
 # A fast ticker's price, bid, ask and volume, and a fast book's bid and ask, in one regex call.
 _TICKER_TEXTS: Final = texts_pattern(PLAIN_RE, PLAIN_RE, PLAIN_RE, PLAIN_RE)
 _BOOK_TEXTS: Final = texts_pattern(PLAIN_RE, PLAIN_RE)
@@ -292,11 +290,11 @@ class TickerAdapter(BinanceAdapter):
         fields: a bad one is ``schema`` whatever the symbol.
         """
         ticker = decode(_TICKER, data)
-        price = decode(_PRICE, ticker.c, at="c")
+        price = decode(DECIMAL, ticker.c, at="c")
         bid, ask, volume = (
-            decode(_AMOUNT, ticker.b, at="b"),
-            decode(_AMOUNT, ticker.a, at="a"),
-            decode(_AMOUNT, ticker.v, at="v"),
+            decode(OPTIONAL_DECIMAL, ticker.b, at="b"),
+            decode(OPTIONAL_DECIMAL, ticker.a, at="a"),
+            decode(OPTIONAL_DECIMAL, ticker.v, at="v"),
         )
         symbol = self._symbols.to_canonical(ticker.s)
         if symbol is None:

@@ -26,7 +26,7 @@ import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
-from chrono.exchanges.decoding import NULL, decode, decode_or_classify
+from chrono.exchanges.decoding import NULL, OPTIONAL_DECIMAL, decode, decode_or_classify
 from chrono.exchanges.fast import (
     Received,
     TextRules,
@@ -114,7 +114,6 @@ class ReconnectRequest(msgspec.Struct, frozen=True, tag_field="event", tag="bts:
 Message = Trade | Book | Subscribed | Unsubscribed | ErrorMessage | Heartbeat | ReconnectRequest
 
 _DECODER: Final[msgspec.json.Decoder[Message]] = msgspec.json.Decoder(Message)
-_PRICE: Final = msgspec.json.Decoder(Decimal | None)
 
 
 class _TextTradeData(msgspec.Struct, frozen=True, gc=False):
@@ -293,7 +292,7 @@ class BitstampAdapter:
         whatever the pair.
         """
         data = trade.data
-        price = decode(_PRICE, data.price_str, at="data.price_str")
+        price = decode(OPTIONAL_DECIMAL, data.price_str, at="data.price_str")
         native = split_channel(trade.channel)[1]
         symbol = self._symbols.to_canonical(native)
         if symbol is None:

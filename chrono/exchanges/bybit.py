@@ -43,7 +43,7 @@ import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
-from chrono.exchanges.decoding import NULL, decode
+from chrono.exchanges.decoding import NULL, OPTIONAL_DECIMAL, decode
 from chrono.exchanges.fast import PLAIN_RE, Received, TextRules, epoch_time, texts_pattern
 from chrono.model import FeedText, PriceFeed
 
@@ -119,7 +119,6 @@ class _TextSpotFrame(msgspec.Struct, frozen=True, gc=False, forbid_unknown_field
 _ENVELOPE: Final = msgspec.json.Decoder(Envelope)
 _FAST_SPOT: Final = msgspec.json.Decoder(_TextSpotFrame)
 _SPOT: Final = msgspec.json.Decoder(SpotTicker)
-_AMOUNT: Final = msgspec.json.Decoder(Decimal | None)
 # A fast spot ticker's last price and volume, in one regex call.
 _SPOT_TEXTS: Final = texts_pattern(PLAIN_RE, PLAIN_RE)
 _LINEAR: Final = msgspec.json.Decoder(LinearTicker)
@@ -239,8 +238,8 @@ class BybitAdapter:
         if message.type != "snapshot":
             raise InvalidFrame("unknown_type", f"spot tickers {message.type}")
         ticker = decode(_SPOT, message.data)
-        price = decode(_AMOUNT, ticker.last_price, at="lastPrice")
-        volume = decode(_AMOUNT, ticker.volume_24h, at="volume24h")
+        price = decode(OPTIONAL_DECIMAL, ticker.last_price, at="lastPrice")
+        volume = decode(OPTIONAL_DECIMAL, ticker.volume_24h, at="volume24h")
         symbol = self._symbols.to_canonical(ticker.symbol)
         if symbol is None:
             return ParsedFrame(FrameKind.DATA, skipped=["unknown_symbol"])

@@ -18,13 +18,22 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
-from typing import Annotated, Final
+from typing import Final
 
 import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
-from chrono.exchanges.decoding import NULL, as_utc, decode, decode_or_classify
+from chrono.exchanges.decoding import (
+    DECIMAL,
+    NULL,
+    OPTIONAL_DECIMAL,
+    OPTIONAL_TIME,
+    AwareDatetime,
+    as_utc,
+    decode,
+    decode_or_classify,
+)
 from chrono.exchanges.fast import (
     PLAIN_RE,
     TIME_RE,
@@ -37,9 +46,6 @@ from chrono.exchanges.fast import (
 from chrono.model import FeedText, PriceFeed, to_symbol
 
 SOURCE: Final = "coinbase"
-
-# msgspec refuses a timestamp without an offset, so a naive time is a schema error, not a feed.
-AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 class Channel(msgspec.Struct, frozen=True):
@@ -65,7 +71,7 @@ class Heartbeat(msgspec.Struct, frozen=True, tag_field="type", tag="heartbeat"):
 
 class Ticker(msgspec.Struct, frozen=True, tag_field="type", tag="ticker"):
     """The fields Chrono keeps; ``time``/``trade_id`` are absent on untraded products. Numbers
-    and time stay raw until ``_parse_ticker`` types them (``_PRICE``, ``_AMOUNT``, ``_TIME``)."""
+    and time stay raw until ``_parse_ticker`` types them (``chrono.exchanges.decoding``)."""
 
     product_id: str
     price: msgspec.Raw
@@ -80,9 +86,6 @@ class Ticker(msgspec.Struct, frozen=True, tag_field="type", tag="ticker"):
 Message = Subscriptions | ErrorMessage | Heartbeat | Ticker
 
 _DECODER: Final[msgspec.json.Decoder[Message]] = msgspec.json.Decoder(Message)
-_PRICE: Final = msgspec.json.Decoder(Decimal)
-_AMOUNT: Final = msgspec.json.Decoder(Decimal | None)
-_TIME: Final = msgspec.json.Decoder(AwareDatetime | None)
 _KNOWN_TYPES: Final = frozenset({"subscriptions", "error", "heartbeat", "ticker"})
 
 
@@ -213,8 +216,8 @@ class CoinbaseAdapter:
         receive time would invent a trade time.
         """
         price, time = (
-            decode(_PRICE, ticker.price, at="price"),
-            decode(_TIME, ticker.time, at="time"),
+            decode(DECIMAL, ticker.price, at="price"),
+            decode(OPTIONAL_TIME, ticker.time, at="time"),
         )
         if time is None:
             return ParsedFrame(
@@ -229,9 +232,9 @@ class CoinbaseAdapter:
             received_at=received_at,
             source=SOURCE,
             worker_id=self.worker_id,
-            volume=decode(_AMOUNT, ticker.volume_24h, at="volume_24h"),
-            bid=decode(_AMOUNT, ticker.best_bid, at="best_bid"),
-            ask=decode(_AMOUNT, ticker.best_ask, at="best_ask"),
+            volume=decode(OPTIONAL_DECIMAL, ticker.volume_24h, at="volume_24h"),
+            bid=decode(OPTIONAL_DECIMAL, ticker.best_bid, at="best_bid"),
+            ask=decode(OPTIONAL_DECIMAL, ticker.best_ask, at="best_ask"),
             metadata={
                 "native_symbol": product_id,
                 "sequence": ticker.sequence,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Final, TypeVar
+from decimal import Decimal
+from typing import Annotated, Final, TypeVar
 
 import msgspec
 
@@ -23,6 +24,15 @@ SECOND_US: Final = 1_000_000
 
 NULL: Final = msgspec.Raw(b"null")
 """The default of an optional ``msgspec.Raw`` field: decodes as ``None``."""
+
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+"""An RFC 3339 time with its offset: msgspec refuses one without, so a naive time is a
+``schema`` error, not a feed."""
+
+# What adapters type their ``msgspec.Raw`` fields with (``decode`` with ``at``).
+DECIMAL: Final = msgspec.json.Decoder(Decimal)
+OPTIONAL_DECIMAL: Final = msgspec.json.Decoder(Decimal | None)
+OPTIONAL_TIME: Final = msgspec.json.Decoder(AwareDatetime | None)
 
 
 def decode(

@@ -48,6 +48,8 @@ _TIME: Final = re.compile(TIME_RE).fullmatch
 # A plain decimal with at most 20 whole digits and MAX_DECIMAL_PLACES places: inside FeedRules'
 # amount range without a lookahead (bigger amounts are rare enough for the full path).
 PLAIN_RE: Final = r"(?:0|[1-9][0-9]{0,19})(?:\.[0-9]{1,18})?"
+PLAIN_OR_EMPTY_RE: Final = f"(?:{PLAIN_RE})?"
+"""``PLAIN_RE`` or ``""`` (an exchange's "no value")."""
 
 
 def texts_pattern(*parts: str) -> Callable[[str], object]:
@@ -119,7 +121,7 @@ def plain_decimal(text: str, places: int = MAX_DECIMAL_PLACES) -> Decimal | None
 
 
 def amount(text: str | None) -> Decimal | None:
-    """The ``Decimal`` of an amount that passed ``canonical_amount``."""
+    """The ``Decimal`` of an optional amount whose text matched ``PLAIN_RE``."""
     return None if text is None else Decimal(text)
 
 

@@ -29,8 +29,9 @@ from msgspec import UNSET, UnsetType
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
-from chrono.exchanges.decoding import decode
+from chrono.exchanges.decoding import DECIMAL, decode
 from chrono.exchanges.fast import (
+    PLAIN_OR_EMPTY_RE,
     PLAIN_RE,
     Received,
     TextRules,
@@ -109,9 +110,7 @@ class _TextBookTicker(msgspec.Struct, frozen=True, gc=False):
 _FAST_DECODER: Final = msgspec.json.Decoder(_TextBookTicker)
 # A bookTicker's c, b, a and C in one check: a plain price, then plain amounts or "" (absent
 # and null are "" too). Plain text is short, so C is never too long to write out.
-_OR_EMPTY: Final = f"(?:{PLAIN_RE})?"
-_TEXTS: Final = texts_pattern(PLAIN_RE, _OR_EMPTY, _OR_EMPTY, _OR_EMPTY)
-_DECIMAL: Final = msgspec.json.Decoder(Decimal)
+_TEXTS: Final = texts_pattern(PLAIN_RE, PLAIN_OR_EMPTY_RE, PLAIN_OR_EMPTY_RE, PLAIN_OR_EMPTY_RE)
 _ENCODER: Final = msgspec.json.Encoder()
 
 
@@ -300,7 +299,7 @@ def _decimal(raw: msgspec.Raw, name: str) -> Decimal | None:
     if not raw or raw in (_EMPTY_STRING, _NULL):
         return None
     try:
-        return _DECIMAL.decode(raw)
+        return DECIMAL.decode(raw)
     except msgspec.ValidationError as exc:
         raise InvalidFrame("schema", f"{name}: {exc}") from exc
     except (msgspec.DecodeError, UnicodeError) as exc:  # Raw skips UTF-8 checks inside strings

@@ -23,13 +23,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
 import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, ParsedFrame
-from chrono.exchanges.decoding import NULL, as_utc, decode
+from chrono.exchanges.decoding import NULL, OPTIONAL_TIME, as_utc, decode
 from chrono.exchanges.fast import Received, TextRules, decode_each, plain_text, utc_time
 from chrono.exchanges.kraken_common import (
     _LIMITS,
@@ -43,7 +43,6 @@ from chrono.exchanges.kraken_v1 import V1_EXCHANGE
 from chrono.model import FeedText, PriceFeed
 
 # msgspec refuses a timestamp without an offset, so a naive time is a schema error, not a feed.
-AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 # --- v2 wire data ---------------------------------------------------------------------------
@@ -72,7 +71,7 @@ class V2Heartbeat(msgspec.Struct, frozen=True, tag_field="channel", tag="heartbe
 
 class TickerData(msgspec.Struct, frozen=True):
     """The fields Chrono keeps; ``last`` is absent on a pair untraded for 24 h. ``timestamp``
-    stays raw until ``_typed_times`` types it (``_TIME``)."""
+    stays raw until ``_typed_times`` types it (``OPTIONAL_TIME``)."""
 
     symbol: str
     last: Decimal | None = None
@@ -155,7 +154,6 @@ class _FastHeartbeat(
 
 _FAST_DECODER: Final = msgspec.json.Decoder(_FastTicker | _FastHeartbeat)
 _V2_SHAPE: Final = msgspec.json.Decoder(_V2Shape)
-_TIME: Final = msgspec.json.Decoder(AwareDatetime | None)
 _V2_CHANNELS: Final[msgspec.json.Decoder[V2Channel]] = msgspec.json.Decoder(V2Channel)
 _V2_METHODS: Final[msgspec.json.Decoder[V2Method]] = msgspec.json.Decoder(V2Method)
 _V2_CHANNEL_TAGS: Final = frozenset({"status", "heartbeat", "ticker"})
@@ -302,12 +300,12 @@ def _typed_times(data: list[TickerData]) -> list[datetime | None]:
     """Every entry's ``timestamp``, typed before any entry is looked at, as when it was a typed
     field: a bad one is ``schema`` (msgspec's message and path), whatever the entry's pair.
     Typed plainly first; only a failure is typed again with ``decode`` for its message."""
-    time = _TIME.decode
+    time = OPTIONAL_TIME.decode
     try:
         return [time(tick.timestamp) for tick in data]
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeError):
         return [
-            decode(_TIME, tick.timestamp, at=f"data[{index}].timestamp")
+            decode(OPTIONAL_TIME, tick.timestamp, at=f"data[{index}].timestamp")
             for index, tick in enumerate(data)
         ]
 

@@ -28,7 +28,7 @@ import msgspec
 
 from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, ParsedFrame, SymbolMap
-from chrono.exchanges.decoding import decode
+from chrono.exchanges.decoding import DECIMAL, decode
 from chrono.exchanges.fast import PLAIN_RE, Received, TextRules, texts_pattern
 from chrono.exchanges.kraken_common import (
     _LIMITS,
@@ -115,7 +115,6 @@ _V1_EVENT_TAGS: Final = frozenset(
 _V1_TICKER: Final = msgspec.json.Decoder(V1RawTicker)
 _DECIMALS: Final = msgspec.json.Decoder(list[Decimal])
 _RAWS: Final = msgspec.json.Decoder(list[msgspec.Raw])
-_DECIMAL: Final = msgspec.json.Decoder(Decimal)
 _STR: Final = msgspec.json.Decoder(str)
 
 
@@ -347,7 +346,7 @@ def _decimals(raw: msgspec.Raw, at: str) -> list[Decimal]:
     except msgspec.ValidationError as exc:
         items = decode(_RAWS, raw, at=at)
         for index, item in enumerate(items):
-            decode(_DECIMAL, item, at=f"{at}[{index}]")
+            decode(DECIMAL, item, at=f"{at}[{index}]")
         raise InvalidFrame("schema", f"{exc} - at `$.{at}`") from exc  # not reached
     except (msgspec.DecodeError, UnicodeError):  # bad UTF-8 inside a string: ``malformed``
         return decode(_DECIMALS, raw, at=at)

@@ -30,6 +30,7 @@ from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
 from chrono.exchanges.decoding import decode, decode_or_classify
 from chrono.exchanges.fast import (
+    PLAIN_OR_EMPTY_RE,
     PLAIN_RE,
     Received,
     TextRules,
@@ -118,8 +119,9 @@ class _TextTicker(msgspec.Struct, frozen=True, gc=False, rename="camel"):
 
 # An item's last, ts, bid, ask and volume in one check: a plain price, a short epoch count
 # (``int()`` of it always in range) and plain amounts or ``""``.
-_OR_EMPTY: Final = f"(?:{PLAIN_RE})?"
-_TEXTS: Final = texts_pattern(PLAIN_RE, "[0-9]{1,16}", _OR_EMPTY, _OR_EMPTY, _OR_EMPTY)
+_TEXTS: Final = texts_pattern(
+    PLAIN_RE, "[0-9]{1,16}", PLAIN_OR_EMPTY_RE, PLAIN_OR_EMPTY_RE, PLAIN_OR_EMPTY_RE
+)
 
 
 class _TextPush(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
