@@ -4,6 +4,7 @@ it ends when the store closes or its parent dies; nothing is ever stored twice."
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import sqlite3
@@ -18,6 +19,7 @@ import trio
 
 from chrono.errors import StoreError
 from chrono.store.sqlite import SQLiteStore
+from chrono.store.sqlite_process import PIPE_BYTES
 from tests.feeds import make_feed
 from tests.stores import store_locked
 
@@ -168,4 +170,19 @@ async def test_a_store_that_cannot_be_opened_keeps_no_writer(tmp_path: Path) -> 
     with pytest.raises(StoreError):
         await store.write([make_feed(1)])
     assert store.writer.starts == 2  # each attempt is a new child, none left running
+    await store.aclose()
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_GETPIPE_SZ"), reason="pipe sizes are Linux's")
+async def test_the_request_pipe_holds_a_large_write_in_one_go(tmp_path: Path) -> None:
+    """A megabyte-sized request goes through in one write, not a dozen turns of the loop."""
+    store = SQLiteStore(str(tmp_path / "chrono.db"))
+    await store.open()
+    fd = os.open(f"/proc/{writer_pid(store)}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) == PIPE_BYTES
+    finally:
+        os.close(fd)
+    feeds = [make_feed(i) for i in range(5_000)]
+    assert await store.write(feeds) == 5_000
     await store.aclose()
