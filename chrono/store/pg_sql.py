@@ -54,12 +54,27 @@ CROSS JOIN LATERAL (
 ) f
 ORDER BY s.n
 """
-# Of feeds of one source at one time, the last inserted (the highest id).
+# Of feeds of one source at one time, the last inserted (the highest id). The sources are
+# walked along the feed key (source, symbol, timestamp, price) one index probe each, then each
+# (source, symbol)'s newest feed is one more probe: a few lookups, however many feeds the
+# window holds (DISTINCT ON read and sorted every one of them).
 LATEST_BY_SOURCE = f"""
-SELECT DISTINCT ON (symbol, source) {_COLS} FROM price_feeds
-WHERE symbol = ANY(%(symbols)s::text[]) AND timestamp >= %(since)s
-  AND (%(until)s::timestamptz IS NULL OR timestamp <= %(until)s)
-ORDER BY symbol, source, timestamp DESC, id DESC
+WITH RECURSIVE sources(source) AS (
+    (SELECT source FROM price_feeds ORDER BY source LIMIT 1)
+    UNION ALL
+    SELECT (SELECT p.source FROM price_feeds p WHERE p.source > s.source ORDER BY p.source LIMIT 1)
+    FROM sources s WHERE s.source IS NOT NULL
+)
+SELECT f.* FROM sources s
+CROSS JOIN unnest(%(symbols)s::text[]) AS wanted(symbol)
+CROSS JOIN LATERAL (
+    SELECT {_COLS} FROM price_feeds p
+    WHERE p.source = s.source AND p.symbol = wanted.symbol AND p.timestamp >= %(since)s
+      AND (%(until)s::timestamptz IS NULL OR p.timestamp <= %(until)s)
+    ORDER BY p.timestamp DESC, p.id DESC LIMIT 1
+) f
+WHERE s.source IS NOT NULL
+ORDER BY f.symbol, f.source
 """
 BETWEEN = f"""
 SELECT {_COLS} FROM price_feeds
