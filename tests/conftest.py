@@ -17,6 +17,7 @@ import trio
 from chrono.config import Config
 from chrono.configure import parse_config
 from chrono.service import Service
+from chrono.store import PostgresStore
 from chrono.testing.postgres import PostgresCluster, start_cluster
 
 INTERNAL_KEY = "test_internal_key_0001"
@@ -88,3 +89,13 @@ _databases = itertools.count()
 def pg_url(pg_cluster: PostgresCluster) -> str:
     """A fresh, empty database in the session's cluster."""
     return pg_cluster.create_database(f"test_{os.getpid()}_{next(_databases)}")
+
+
+@pytest.fixture
+async def pg_store(pg_url: str) -> AsyncIterator[PostgresStore]:
+    """A ``PostgresStore`` opened on ``pg_url``, closed after the test."""
+    opened = PostgresStore(pg_url)
+    with trio.fail_after(30):
+        await opened.open()
+    yield opened
+    await opened.aclose()

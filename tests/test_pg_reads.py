@@ -4,14 +4,12 @@ throwaway cluster: the plan, and the answer against one worked out in Python."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import psycopg
-import pytest
-import trio
 
 from chrono.model import PriceFeed
 from chrono.store import PostgresStore
@@ -19,15 +17,6 @@ from chrono.store.pg_sql import LATEST_BY_SOURCE
 from tests.feeds import T0, make_feed
 
 SOURCES = ("binance", "coinbase", "kraken")
-
-
-@pytest.fixture
-async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
-    opened = PostgresStore(pg_url)
-    with trio.fail_after(30):
-        await opened.open()
-    yield opened
-    await opened.aclose()
 
 
 def busy_window() -> list[PriceFeed]:
@@ -49,13 +38,13 @@ def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 async def test_latest_by_source_probes_the_feed_key_and_answers_as_a_full_sort_would(
-    store: PostgresStore, pg_url: str
+    pg_store: PostgresStore, pg_url: str
 ) -> None:
     feeds = busy_window()
     for start in range(0, len(feeds), 2_000):
-        await store.write(feeds[start : start + 2_000])
+        await pg_store.write(feeds[start : start + 2_000])
     since = T0 + timedelta(microseconds=100)
-    found = await store.latest_by_source(["BTC/USD", "ETH/USD"], since=since)
+    found = await pg_store.latest_by_source(["BTC/USD", "ETH/USD"], since=since)
 
     expected: dict[tuple[str, str], PriceFeed] = {}
     for feed in feeds:  # in write order: at a tie in time, the later written wins
