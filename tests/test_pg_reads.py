@@ -28,7 +28,8 @@ def busy_window() -> list[PriceFeed]:
         symbol = "BTC/USD" if i % 2 else "ETH/USD"
         feeds.append(make_feed(i, symbol=symbol, source=source, price=f"{100 + i % 97}.5"))
     tie = make_feed(5_999, symbol="BTC/USD", source="coinbase", price="1.25")
-    return [*feeds, tie]
+    too_old = make_feed(5, symbol="BTC/USD", source="bitstamp")
+    return [*feeds, tie, too_old]
 
 
 def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -56,6 +57,7 @@ async def test_latest_by_source_probes_the_feed_key_and_answers_as_a_full_sort_w
     assert [(f.symbol, f.source) for f in found] == sorted(expected)
     assert found == [expected[key] for key in sorted(expected)]
     assert expected["BTC/USD", "coinbase"].price == Decimal("1.25")
+    assert "bitstamp" not in {source for _, source in expected}
 
     with psycopg.connect(pg_url) as conn:
         conn.execute("ANALYZE price_feeds")
