@@ -296,6 +296,8 @@ def test_channel_conn_count() -> None:
         (push(item(last=30236)), "schema"),
         (push(item(last=None)), "schema"),
         (push(item(bidPx="1.2.3")), "schema"),
+        (push(item(last="0e001000000000000000000")), "schema"),  # Decimal refuses the exponent
+        (push(item(askPx="1E+1000000000000000000")), "schema"),
         (push(item(instId=None)), "schema"),
         (push(item(ts="")), "schema"),
         (push(item(ts="1652459224956.5")), "schema"),

@@ -51,8 +51,9 @@ _ENVELOPE_BYTES: Final = 64  # {"id":"...","op":"unsubscribe","args":[]} with a 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ERROR_INST_ID: Final = re.compile(r"instId:([^\s,]+)")  # in 60018's "...instId:X doesn't exist"
 
-# A decimal as OKX writes it, or "" where it has none; rejects NaN, "1_0", " 1" that Decimal takes.
-Number = Annotated[str, msgspec.Meta(pattern=r"^(-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?)?$")]
+# A decimal as OKX writes it, or "" where it has none; rejects NaN, "1_0", " 1" that Decimal takes,
+# and an exponent of over 18 digits, which Decimal refuses (InvalidOperation, found by fuzzing).
+Number = Annotated[str, msgspec.Meta(pattern=r"^(-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]{1,18})?)?$")]
 Millis = Annotated[str, msgspec.Meta(pattern=r"^[0-9]+$")]
 _EMPTY: Final = msgspec.Raw(b'""')  # an absent number: ``""``, as OKX writes "no value"
 
