@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
+from decimal import Context, Decimal
 from typing import Any
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.trio.client import ClientConnection, connect
 
@@ -20,6 +23,8 @@ from chrono.errors import InvalidFrame
 from chrono.exchanges import EXCHANGES
 from chrono.exchanges.coinbase import CoinbaseAdapter
 from chrono.testing.simulators import SIMULATORS, CoinbaseSimulator, SentTick
+from chrono.testing.simulators.coinbase import stamp
+from chrono.testing.simulators.market import fixed
 
 PRODUCTS = ["BTC-USD", "ETH-USD"]
 PAIRS = ["BTC/USD", "ETH/USD"]
@@ -344,3 +349,42 @@ async def test_trades_are_broadcast_not_generated_per_client(nursery: trio.Nurse
                     seen_by_first.append(sent(frame))
         assert set(seen_by_second) <= set(seen_by_first)
         assert len(set(sim.ticks)) == len(sim.ticks)
+
+
+@given(st.integers(min_value=0, max_value=10**40), st.integers(min_value=0, max_value=18))
+def test_fixed_writes_units_as_a_decimal_of_exactly_that_many_places(
+    units: int, places: int
+) -> None:
+    exact = Context(prec=60)  # the default 28 digits would round the reference
+    assert fixed(units, places) == format(Decimal(units).scaleb(-places, exact), "f")
+
+
+def test_fixed_refuses_a_negative_amount() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        fixed(-1, 2)
+
+
+def test_a_rendered_ticker_is_the_json_of_its_fields_in_the_exchanges_order() -> None:
+    """The f-string render against the same fields encoded as a JSON object."""
+    sim = CoinbaseSimulator(symbols=["BTC-USD", "ETH-USD"])
+    for market in sim.markets.values():
+        for _ in range(500):
+            trade = market.trade()
+            [(channel, frame)] = sim.render(market, trade)
+            fields = {
+                "type": "ticker", "sequence": trade.sequence, "product_id": market.native,
+                "price": fixed(trade.cents, 2), "open_24h": fixed(trade.open_cents, 2),
+                "volume_24h": fixed(trade.volume, 8), "low_24h": fixed(trade.low_cents, 2),
+                "high_24h": fixed(trade.high_cents, 2),
+                "volume_30d": fixed(trade.volume + 30 * 10**12, 8),
+                "best_bid": fixed(trade.bid_cents, 2),
+                "best_bid_size": fixed(trade.size * 3 % 10**8, 8),
+                "best_ask": fixed(trade.ask_cents, 2),
+                "best_ask_size": fixed(trade.size * 7 % 10**8, 8),
+                "side": "buy" if trade.buy else "sell", "time": stamp(trade.time_us),
+                "trade_id": trade.trade_id, "last_size": fixed(trade.size, 8),
+            }  # fmt: skip
+            assert (channel, frame) == (
+                "ticker",
+                json.dumps(fields, separators=(",", ":")).encode(),
+            )

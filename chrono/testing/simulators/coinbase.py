@@ -15,6 +15,7 @@ send the zeros (no ``time``) that a product with no trades sends, and never trad
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -34,6 +35,7 @@ from chrono.testing.simulators.base import (
 )
 
 CHANNELS: Final = ("ticker", "heartbeat")
+_PLAIN_PRODUCT: Final = re.compile(r"[A-Za-z0-9-]+").fullmatch
 _ENCODER: Final = msgspec.json.Encoder()
 
 
@@ -89,27 +91,28 @@ class CoinbaseSimulator(Simulator):
         return native.partition("-")[0]
 
     def render(self, market: Market, trade: Trade) -> list[tuple[str, bytes]]:
-        """The ticker frame, in the exchange's field order and spelling."""
-        frame = {
-            "type": "ticker",
-            "sequence": trade.sequence,
-            "product_id": market.native,
-            "price": fixed(trade.cents, 2),
-            "open_24h": fixed(trade.open_cents, 2),
-            "volume_24h": fixed(trade.volume, 8),
-            "low_24h": fixed(trade.low_cents, 2),
-            "high_24h": fixed(trade.high_cents, 2),
-            "volume_30d": fixed(trade.volume + 30 * 10**12, 8),
-            "best_bid": fixed(trade.bid_cents, 2),
-            "best_bid_size": fixed(trade.size * 3 % 10**8, 8),
-            "best_ask": fixed(trade.ask_cents, 2),
-            "best_ask_size": fixed(trade.size * 7 % 10**8, 8),
-            "side": "buy" if trade.buy else "sell",
-            "time": stamp(trade.time_us),
-            "trade_id": trade.trade_id,
-            "last_size": fixed(trade.size, 8),
-        }
-        return [("ticker", _ENCODER.encode(frame))]
+        """The ticker frame, in the exchange's field order and spelling.
+
+        Written straight into one f-string, not a dict encoded (half the cost, and the
+        benchmarks' steady 50,000 frames/s leans on this): every value is digits or the
+        product id, which ``_PLAIN_PRODUCT`` keeps to characters JSON writes as they are.
+        """
+        if not _PLAIN_PRODUCT(native := market.native):
+            raise ValueError(f"product id {native!r} would need JSON escaping")
+        frame = (
+            f'{{"type":"ticker","sequence":{trade.sequence},"product_id":"{native}",'
+            f'"price":"{fixed(trade.cents, 2)}","open_24h":"{fixed(trade.open_cents, 2)}",'
+            f'"volume_24h":"{fixed(trade.volume, 8)}","low_24h":"{fixed(trade.low_cents, 2)}",'
+            f'"high_24h":"{fixed(trade.high_cents, 2)}",'
+            f'"volume_30d":"{fixed(trade.volume + 30 * 10**12, 8)}",'
+            f'"best_bid":"{fixed(trade.bid_cents, 2)}",'
+            f'"best_bid_size":"{fixed(trade.size * 3 % 10**8, 8)}",'
+            f'"best_ask":"{fixed(trade.ask_cents, 2)}",'
+            f'"best_ask_size":"{fixed(trade.size * 7 % 10**8, 8)}",'
+            f'"side":"{"buy" if trade.buy else "sell"}","time":"{stamp(trade.time_us)}",'
+            f'"trade_id":{trade.trade_id},"last_size":"{fixed(trade.size, 8)}"}}'
+        )
+        return [("ticker", frame.encode())]
 
     def snapshot(self, client: Client, channel: str, market: Market) -> list[bytes]:
         """The latest state: the last trade again, a first one if none yet, or the zeros."""
