@@ -281,8 +281,9 @@ class RecentKeys:
             self._current.discard(key)
             self._previous.discard(key)
 
-    def first_time(self, key: FeedKey) -> bool:
-        """True the first time ``key`` is seen within the window; remembers it."""
+    def first_time(self, key: tuple[Any, ...]) -> bool:
+        """True the first time ``key`` (a ``FeedKey``, or the plain tuple equal to it) is seen
+        within the window; remembers it."""
         if key in self._current or key in self._previous:
             return False
         self._remember(key)
@@ -309,13 +310,8 @@ class RecentKeys:
             if len(current) - before == len(keys):
                 return list(feeds)
             current.difference_update(keys)  # a repeat within feeds: none was there before
-        fresh = []
-        for feed, key in zip(feeds, keys, strict=True):
-            if key in self._current or key in self._previous:
-                continue
-            self._remember(key)
-            fresh.append(feed)
-        return fresh
+        first_time = self.first_time
+        return [feed for feed, key in zip(feeds, keys, strict=True) if first_time(key)]
 
     def _remember(self, key: tuple[Any, ...]) -> None:
         current = self._current

@@ -39,6 +39,7 @@ from chrono.exchanges.fast import (
     TIME_RE,
     Received,
     TextRules,
+    amount,
     decode_each,
     texts_pattern,
     time_of_fixed,
@@ -276,8 +277,7 @@ def _amounts(
     present = [text for text in (volume, bid, ask) if text is not None]
     if _texts(len(present))(",".join((price, *present, time))) is None:
         return None
-    first, second, third = (None if text is None else Decimal(text) for text in (volume, bid, ask))
-    return first, second, third
+    return amount(volume), amount(bid), amount(ask)
 
 
 def _parse_heartbeat(beat: Heartbeat) -> ParsedFrame:

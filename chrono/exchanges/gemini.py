@@ -35,6 +35,7 @@ from chrono.exchanges.fast import (
     PLAIN_RE,
     Received,
     TextRules,
+    amount,
     decode_each,
     epoch_time,
     texts_pattern,
@@ -201,8 +202,7 @@ class GeminiAdapter:
             feeds.append(PriceFeed(
                 symbol=symbol, price=price, timestamp=time[0], received_at=received_at,
                 source=SOURCE, worker_id=worker_id, volume=None,
-                bid=None if bid is None else Decimal(bid),
-                ask=None if ask is None else Decimal(ask),
+                bid=amount(bid), ask=amount(ask),
                 metadata={"native_symbol": native, "update_id": ticker.u, "last_size": size},
                 text=FeedText(last, None, bid, ask, time[1], received_text),
             ))  # fmt: skip
@@ -298,12 +298,7 @@ def _decimal(raw: msgspec.Raw, name: str) -> Decimal | None:
     """A decimal string (or JSON number) as sent; absent, ``null`` or ``""`` is None."""
     if not raw or raw in (_EMPTY_STRING, _NULL):
         return None
-    try:
-        return DECIMAL.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise InvalidFrame("schema", f"{name}: {exc}") from exc
-    except (msgspec.DecodeError, UnicodeError) as exc:  # Raw skips UTF-8 checks inside strings
-        raise InvalidFrame("malformed", name) from exc
+    return decode(DECIMAL, raw, at=name)  # Raw skips UTF-8 checks inside strings: malformed
 
 
 def _size_text(size: Decimal) -> str:

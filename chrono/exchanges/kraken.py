@@ -42,9 +42,6 @@ from chrono.exchanges.kraken_common import (
 from chrono.exchanges.kraken_v1 import V1_EXCHANGE
 from chrono.model import FeedText, PriceFeed
 
-# msgspec refuses a timestamp without an offset, so a naive time is a schema error, not a feed.
-
-
 # --- v2 wire data ---------------------------------------------------------------------------
 
 
