@@ -289,16 +289,13 @@ class RecentKeys:
         self._remember(key)
         return True
 
-    def first_seen(self, feeds: Sequence[PriceFeed]) -> list[PriceFeed]:
-        """The feeds whose keys are new (a repeat within ``feeds`` too), remembered now: the
-        fan-out's loop, with the key as a plain tuple (equal to its ``FeedKey``).
+    def first_seen(self, keys: Sequence[tuple[Any, ...]]) -> list[int] | None:
+        """Which of ``keys`` are new (a repeat within ``keys`` too), remembered now: ``None``
+        if all are, else the indices of the new ones. The fan-out's check, on a read's keys as
+        plain tuples (equal to their ``FeedKey``).
 
         The common read, all new and no generation turning over, is checked and remembered
         by set operations on all its keys at once; anything else goes key by key."""
-        keys = [
-            f.key() if (t := f.text) is None else (f.source, f.symbol, t.timestamp, t.price)
-            for f in feeds
-        ]
         current, previous = self._current, self._previous
         if (
             len(current) + len(keys) < self._half
@@ -308,10 +305,10 @@ class RecentKeys:
             before = len(current)
             current.update(keys)
             if len(current) - before == len(keys):
-                return list(feeds)
-            current.difference_update(keys)  # a repeat within feeds: none was there before
+                return None
+            current.difference_update(keys)  # a repeat within keys: none was there before
         first_time = self.first_time
-        return [feed for feed, key in zip(feeds, keys, strict=True) if first_time(key)]
+        return [i for i, key in enumerate(keys) if first_time(key)]
 
     def _remember(self, key: tuple[Any, ...]) -> None:
         current = self._current

@@ -40,8 +40,9 @@ from chrono.config import Config
 from chrono.consensus.snapshots import SnapshotTaker
 from chrono.consensus.sources import Aggregator
 from chrono.errors import ChronoError, StoreError
+from chrono.feeds import Feeds
 from chrono.metrics import Scrape, exposition
-from chrono.model import PriceFeed, time_text, utc_now
+from chrono.model import time_text, utc_now
 from chrono.pipeline.batcher import Batcher
 from chrono.pipeline.fanout import FanOut
 from chrono.pipeline.latest import LatestPrices
@@ -85,9 +86,9 @@ class Service:
         self.state = "starting"
         self.latest = LatestPrices()
         self.hub = StreamHub()
-        self._intake_send, intake = trio.open_memory_channel[list[PriceFeed]](INTAKE_LISTS)
-        to_batcher, batcher_in = trio.open_memory_channel[list[PriceFeed]](TO_BATCHER_LISTS)
-        to_writer, writer_in = trio.open_memory_channel[list[PriceFeed]](TO_WRITER_BATCHES)
+        self._intake_send, intake = trio.open_memory_channel[Feeds](INTAKE_LISTS)
+        to_batcher, batcher_in = trio.open_memory_channel[Feeds](TO_BATCHER_LISTS)
+        to_writer, writer_in = trio.open_memory_channel[Feeds](TO_WRITER_BATCHES)
         self._intake = intake
         self.fanout = FanOut(intake, to_batcher, self.latest, self.hub)
         self.batcher = Batcher(batcher_in, to_writer, config.batch)
@@ -146,7 +147,7 @@ class Service:
         stats = self.children[name] = ChildStats(name)
         return partial(supervise, name, child, self.policy, stats)
 
-    def intake(self) -> trio.MemorySendChannel[list[PriceFeed]]:
+    def intake(self) -> trio.MemorySendChannel[Feeds]:
         """A new sender into the pipeline (for ingest); close it, or the drain waits for it."""
         return self._intake_send.clone()
 
@@ -181,7 +182,7 @@ class Service:
         since = utc_now() - timedelta(milliseconds=self.config.consensus.max_age_ms)
         symbols = self.config.symbols()
         if symbols:
-            self.latest.update(await self.store.latest_by_source(symbols, since=since))
+            self.latest.update(Feeds.of(await self.store.latest_by_source(symbols, since=since)))
 
     async def _run(self, task_status: trio.TaskStatus[int]) -> None:
         app = create_app(self.api)

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import trio
 
+from chrono.feeds import Feeds
 from chrono.model import PriceFeed, utc_now
 from chrono.service import Service
 from tests.conftest import ADMIN_KEY, INTERNAL_KEY, PUBLIC_KEY, service_config
@@ -34,7 +35,7 @@ class Api:
         seen = self.service.fanout.feeds_in + len(feeds)
         written = self.service.writer.feeds_written + len(feeds)
         async with self.service.intake() as intake:
-            await intake.send(feeds)
+            await intake.send(Feeds.of(feeds))
         await wait_until(lambda: self.service.fanout.feeds_in >= seen)
         if stored:
             await wait_until(lambda: self.service.writer.feeds_written >= written)

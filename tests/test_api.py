@@ -11,6 +11,7 @@ import trio
 from websockets.exceptions import ConnectionClosed
 from websockets.trio.client import connect
 
+from chrono.feeds import Feeds
 from chrono.model import PriceFeed
 from tests.conftest import ADMIN_KEY, INTERNAL_KEY, PUBLIC_KEY, Running
 from tests.feeds import make_feed
@@ -37,7 +38,7 @@ async def push(running: Running, feeds: list[PriceFeed]) -> None:
     """Into the real pipeline, then wait until the fan-out has seen them."""
     target = running.service.fanout.feeds_in + len(feeds)
     async with running.service.intake() as intake:
-        await intake.send(feeds)
+        await intake.send(Feeds.of(feeds))
     while running.service.fanout.feeds_in < target:
         await trio.sleep(0.01)
 

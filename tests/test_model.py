@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chrono.errors import InvalidFeed
+from chrono.feeds import Feeds
 from chrono.model import (
     Bounds,
     FeedRules,
@@ -101,8 +102,9 @@ def test_first_seen_of_a_read_is_first_time_of_each_key_in_turn(
     bulk, one_by_one = RecentKeys(capacity), RecentKeys(capacity)
     for read in reads:
         feeds = [with_text(i) if text else make_feed(i) for i, text in read]
-        expected = [f for f in feeds if one_by_one.first_time(f.key())]
-        assert [id(f) for f in bulk.first_seen(feeds)] == [id(f) for f in expected]
+        expected = [i for i, f in enumerate(feeds) if one_by_one.first_time(f.key())]
+        fresh = bulk.first_seen(Feeds.of(feeds).keys())
+        assert (list(range(len(feeds))) if fresh is None else fresh) == expected
     for i in range(10):
         assert (make_feed(i).key() in bulk) == (make_feed(i).key() in one_by_one)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import trio
 
+from chrono.feeds import Feeds
 from chrono.service import Service
 from tests.conftest import service_config
 from tests.feeds import make_feed
@@ -21,9 +22,9 @@ async def test_stop_drains_every_feed_into_the_store_once(tmp_path: Path) -> Non
         async with trio.open_nursery() as nursery:
             await nursery.start(service.run)
             async with service.intake() as intake:
-                await intake.send(feeds[:150])
-                await intake.send(feeds[100:])  # 50 repeats: dropped by the fan-out
-                await intake.send(feeds[:10])  # 10 more
+                await intake.send(Feeds.of(feeds[:150]))
+                await intake.send(Feeds.of(feeds[100:]))  # 50 repeats: dropped by the fan-out
+                await intake.send(Feeds.of(feeds[:10]))  # 10 more
             await wait_until(lambda: service.fanout.feeds_in == 310)
             # 250 distinct: two full batches are written, 50 wait for the 60 s interval ...
             await wait_until(lambda: service.writer.feeds_written == 200)
@@ -54,7 +55,7 @@ async def test_a_crashed_stage_is_restarted_and_the_pipeline_goes_on(tmp_path: P
             await nursery.start(service.run)
             async with service.intake() as intake:
                 for i in range(5):
-                    await intake.send([make_feed(i)])
+                    await intake.send(Feeds.of([make_feed(i)]))
                     await wait_until(lambda i=i: calls == i + 1)  # one list per pass
             service.stop()
     fanout = service.children["fanout"]

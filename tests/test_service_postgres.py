@@ -10,6 +10,7 @@ import httpx
 import psycopg
 import trio
 
+from chrono.feeds import Feeds
 from chrono.service import Service
 from chrono.testing.postgres import PostgresCluster
 from tests.conftest import PUBLIC_KEY, service_config
@@ -37,7 +38,7 @@ async def test_feeds_reach_postgres_and_the_api_reads_them_back(
         async with trio.open_nursery() as nursery:
             port = await nursery.start(service.run)
             async with service.intake() as intake:
-                await intake.send(feeds)
+                await intake.send(Feeds.of(feeds))
             await wait_until(lambda: service.writer.feeds_written == 120)
             # SOL/USD only in the store (written behind the pipeline's back): read from it.
             await service.store.write([make_feed(7, symbol="SOL/USD", price="150.10")])
@@ -78,7 +79,7 @@ async def test_a_store_missing_at_start_is_an_outage_not_a_crash(
                 assert read.status_code == 503
                 assert read.json()["error"]["code"] == "DATABASE_ERROR"
                 async with service.intake() as intake:
-                    await intake.send([make_feed(i) for i in range(30)])
+                    await intake.send(Feeds.of([make_feed(i) for i in range(30)]))
                 await wait_until(lambda: service.writer.spool.feeds_spooled == 30)
                 pg_cluster.create_database(name)
                 await wait_until(lambda: service.writer.healthy)

@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import trio
 
+from chrono.feeds import Feeds
 from chrono.model import PriceFeed
 from chrono.pipeline.writer import IngestWriter
 from chrono.store import PostgresStore, SQLiteStore, Store
@@ -30,9 +31,9 @@ def batches(count: int, size: int = 10, start: int = 0) -> list[list[PriceFeed]]
 @asynccontextmanager
 async def running_writer(
     store: Store, spool_dir: Path
-) -> AsyncIterator[tuple[IngestWriter, trio.MemorySendChannel[list[PriceFeed]]]]:
+) -> AsyncIterator[tuple[IngestWriter, trio.MemorySendChannel[Feeds]]]:
     """A writer fed by the yielded channel; leaving closes the channel and waits for the drain."""
-    send, receive = trio.open_memory_channel[list[PriceFeed]](0)
+    send, receive = trio.open_memory_channel[Feeds](0)
     writer = IngestWriter(
         receive, store, Spool(spool_dir, 1 << 20), retry_initial_s=0.05, retry_cap_s=0.2
     )
@@ -53,19 +54,19 @@ async def test_an_outage_spools_in_order_and_replays_each_feed_once(tmp_path: Pa
     sent = batches(8)
     with trio.fail_after(60):
         async with running_writer(store, tmp_path / "spool") as (writer, send):
-            await send.send(sent[0])
+            await send.send(Feeds.of(sent[0]))
             await wait_until(lambda: writer.feeds_written == 10)
             with store_locked(db):
                 for b in sent[1:6]:
-                    await send.send(b)
+                    await send.send(Feeds.of(b))
                 await wait_until(lambda: writer.spool.feeds_spooled == 50)
                 assert not writer.healthy
                 assert writer.state() == "down"
                 assert writer.write_errors >= 1
-            await send.send(sent[1])  # a batch sent again: stored once
+            await send.send(Feeds.of(sent[1]))  # a batch sent again: stored once
             await wait_until(lambda: writer.healthy)
             for b in sent[6:]:
-                await send.send(b)
+                await send.send(Feeds.of(b))
     assert writer.feeds_replayed == 60  # the 5 spooled while locked, and the repeat behind them
     assert writer.duplicates_ignored == 10
     assert writer.feeds_written == 80
@@ -90,14 +91,14 @@ async def test_a_drain_during_an_outage_leaves_the_rest_spooled_for_the_next_sta
         with store_locked(db):
             async with running_writer(store, tmp_path / "spool") as (writer, send):
                 for b in sent:
-                    await send.send(b)
+                    await send.send(Feeds.of(b))
             # The input ended, the store still refused: run() returned, nothing lost.
             assert len(writer.spool) >= 1
             assert writer.spool.feeds_spooled == 40
         # The next start: a new writer on the same folder replays before anything else.
         async with running_writer(store, tmp_path / "spool") as (again, send):
             await wait_until(lambda: again.healthy and again.feeds_replayed == 40)
-            await send.send(batches(1, start=1000)[0])
+            await send.send(Feeds.of(batches(1, start=1000)[0]))
         await store.aclose()
     assert len(sqlite_rows(db)) == 50
     assert not any((tmp_path / "spool").iterdir())
@@ -111,17 +112,17 @@ async def test_postgres_stopped_and_started_again_loses_nothing(
     sent = batches(6)
     with trio.fail_after(120):
         async with running_writer(store, tmp_path / "spool") as (writer, send):
-            await send.send(sent[0])
+            await send.send(Feeds.of(sent[0]))
             await wait_until(lambda: writer.feeds_written == 10)
             await trio.to_thread.run_sync(own_pg_cluster.stop)
             for b in sent[1:4]:
-                await send.send(b)
+                await send.send(Feeds.of(b))
             await wait_until(lambda: writer.spool.feeds_spooled == 30, timeout_s=30)
             assert writer.state() == "down"
             await trio.to_thread.run_sync(own_pg_cluster.start)
             await wait_until(lambda: writer.healthy, timeout_s=30)
             for b in sent[4:]:
-                await send.send(b)
+                await send.send(Feeds.of(b))
         await store.aclose()
     assert store.statistics().broken_connections >= 1  # the old session died with the server
     with psycopg.connect(url) as conn:

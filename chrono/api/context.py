@@ -21,8 +21,9 @@ from chrono.api.errors import ApiError, ErrorCode
 from chrono.api.limits import Limiter
 from chrono.config import ConsensusConfig, CorsConfig, FtsoConfig
 from chrono.consensus.sources import Aggregator
+from chrono.feeds import Feeds
 from chrono.metrics import HttpStats
-from chrono.model import FeedKey, FeedRules, PriceFeed, is_canonical_symbol
+from chrono.model import FeedKey, FeedRules, is_canonical_symbol
 from chrono.pipeline.latest import LatestPrices
 from chrono.pipeline.stream import StreamHub
 from chrono.readiness import Readiness
@@ -51,7 +52,7 @@ class ApiContext:
     # caller closes it; ``trio.ClosedResourceError`` once the service drains), and whether the
     # fan-out already saw a feed (so a reply can count duplicates).
     rules: FeedRules
-    intake: Callable[[], trio.MemorySendChannel[list[PriceFeed]]]
+    intake: Callable[[], trio.MemorySendChannel[Feeds]]
     seen: Callable[[FeedKey], bool]
     metrics: Callable[[], Awaitable[bytes]]  # the exposition, built for each scrape
     consensus: ConsensusConfig = field(default_factory=ConsensusConfig)

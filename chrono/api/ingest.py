@@ -28,7 +28,7 @@ has more than ``max_decimal_places`` places or ``MAX_DIGITS`` digits in plain te
 would be 51); a time is naive or more than ``MAX_FUTURE_S`` ahead of this server's clock;
 metadata is not an object; or a field is unknown (a typo must not be silently dropped).
 
-Valid feeds go to ``ctx.intake()`` as one list, as a collector's do (fan-out dedupe, latest
+Valid feeds go to ``ctx.intake()`` as one ``Feeds``, as a collector's do (fan-out dedupe, latest
 prices, stream, store). A feed repeated within the request, seen by the fan-out lately, or
 handed over by this route lately (``_claim``: the fan-out's memory lags the hand-over) is a
 duplicate and not sent again; the store's unique key catches anything older.
@@ -67,6 +67,7 @@ from chrono.api.context import ApiContext, elapsed_ms, json_response, msgspec_pr
 from chrono.api.errors import ApiError, ErrorCode
 from chrono.api.protocol import MAX_BODY_BYTES
 from chrono.errors import InvalidFeed
+from chrono.feeds import Feeds
 from chrono.model import (
     FeedKey,
     FeedRules,
@@ -353,10 +354,11 @@ async def _hand_over(ctx: ApiContext, feeds: list[PriceFeed]) -> None:
     stopping = ApiError(
         ErrorCode.DATABASE_ERROR, "the service is stopping: nothing was taken, send the feeds again"
     )
+    batch = Feeds.of(feeds)
     try:
         async with ctx.intake() as send:
             with trio.move_on_after(INTAKE_TIMEOUT_S) as waiting:
-                await send.send(feeds)
+                await send.send(batch)
     except (trio.ClosedResourceError, trio.BrokenResourceError):
         raise stopping from None
     if waiting.cancelled_caught:

@@ -31,7 +31,8 @@ from chrono.collect.stats import CollectorStats
 from chrono.config import CollectorConfig
 from chrono.errors import FeedConnectionError
 from chrono.exchanges import EXCHANGES
-from chrono.model import FeedRules, PriceFeed
+from chrono.feeds import Feeds
+from chrono.model import FeedRules
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ ROTATION_TIMEOUT_S = 30.0  # a replacement that delivers nothing by then is give
 async def run_collector(
     config: CollectorConfig,
     rules: FeedRules,
-    intake: trio.MemorySendChannel[list[PriceFeed]],
+    intake: trio.MemorySendChannel[Feeds],
     stats: CollectorStats,
     budgets: ConnectBudgets | None = None,
 ) -> None:

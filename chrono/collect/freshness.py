@@ -15,12 +15,10 @@ is stale is silent and is replaced.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import msgspec
-
-from chrono.model import PriceFeed
 
 RISE = 0.5  # weight of a gap longer than the estimate: lulls are learnt at once
 DECAY = 0.05  # weight of a shorter gap: the estimate forgets lulls slowly
@@ -92,10 +90,10 @@ class Freshness:
         if entry is not None:
             entry.seen(now, ticks)
 
-    def seen_ticks(self, ticks: Sequence[PriceFeed], now: float) -> None:
-        """The ticks of one read: each symbol seen once (its gap is between reads, not between
-        ticks that arrived together), its tick count raised by all of them."""
-        for symbol, count in Counter(tick.symbol for tick in ticks).items():
+    def seen_ticks(self, symbols: Iterable[str], now: float) -> None:
+        """The ticks of one read, by symbol: each symbol seen once (its gap is between reads,
+        not between ticks that arrived together), its tick count raised by all of them."""
+        for symbol, count in Counter(symbols).items():
             self.seen(symbol, now, count)
 
     def acked(self, symbols: list[str]) -> None:

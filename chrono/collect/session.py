@@ -33,6 +33,7 @@ from chrono.config import CollectorConfig
 from chrono.errors import FeedConnectionError, FeedSilent, InvalidFeed, InvalidFrame
 from chrono.exchanges import Adapter, Exchange, FrameKind, ParsedFrame, endpoint
 from chrono.exchanges.fast import FastPath, Received, TextRules
+from chrono.feeds import Feeds
 from chrono.model import FeedRules, PriceFeed, utc_now
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class Link:
     exchange: Exchange
     adapter: Adapter
     rules: FeedRules
-    intake: trio.MemorySendChannel[list[PriceFeed]]
+    intake: trio.MemorySendChannel[Feeds]
     stats: CollectorStats
     freshness: Freshness
 
@@ -146,7 +147,7 @@ class Session:
                 feeds = None if fast is None else fast(frames, received, text_rules)
                 if feeds is not None:
                     stats.frames_fast += len(frames)
-                    ticks, data = feeds, bool(feeds)
+                    ticks, data = feeds.symbols, bool(feeds)
                 else:
                     feeds, ticks, data = self._parse_each(frames, received.at)
                 if not data:
@@ -172,12 +173,13 @@ class Session:
 
     def _parse_each(
         self, frames: list[bytes], received_at: datetime
-    ) -> tuple[list[PriceFeed], list[PriceFeed], bool]:
-        """The adapter's full path, frame by frame: the valid feeds, every feed parsed (an
-        invalid one still proves its symbol flows), and whether any frame carried data."""
+    ) -> tuple[Feeds, list[str], bool]:
+        """The adapter's full path, frame by frame: the valid feeds, the symbol of every feed
+        parsed (an invalid one still proves its symbol flows), and whether any frame carried
+        data."""
         link, stats = self.link, self.link.stats
         feeds: list[PriceFeed] = []
-        ticks: list[PriceFeed] = []
+        ticks: list[str] = []
         data = False
         for frame in frames:
             try:
@@ -189,9 +191,9 @@ class Session:
                 self._note_control(parsed)
                 continue
             data = True
-            ticks.extend(parsed.feeds)
+            ticks.extend(feed.symbol for feed in parsed.feeds)
             feeds.extend(_valid_feeds(parsed, link.rules, stats, frame))
-        return feeds, ticks, data
+        return Feeds.of(feeds), ticks, data
 
     def _note_control(self, parsed: ParsedFrame) -> None:
         link, stats = self.link, self.link.stats
@@ -301,9 +303,7 @@ def _extra(link: Link) -> dict[str, str]:
     return {"worker_id": link.worker_id}
 
 
-async def _hand_off(
-    intake: trio.MemorySendChannel[list[PriceFeed]], feeds: list[PriceFeed]
-) -> None:
+async def _hand_off(intake: trio.MemorySendChannel[Feeds], feeds: Feeds) -> None:
     """Block for the pipeline (backpressure); if cancelled meanwhile, try once more, shielded.
 
     A shutdown cancels the collectors while the pipeline still drains, so the shielded retry

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -11,8 +10,9 @@ import msgspec
 import trio
 
 from chrono.collect.freshness import Freshness, FreshnessStatistics
+from chrono.feeds import Feeds
 from chrono.histogram import Histogram
-from chrono.model import PriceFeed, utc_now
+from chrono.model import utc_now
 
 SAMPLES_KEPT = 5  # invalid frames kept for /status
 SAMPLE_CHARS = 200
@@ -70,13 +70,11 @@ class CollectorStats:
     # exchange time -> received, per feed (/metrics: chrono_exchange_to_received_seconds)
     exchange_latency: Histogram = field(default_factory=Histogram)
 
-    def count_feeds(self, feeds: Sequence[PriceFeed]) -> None:
+    def count_feeds(self, feeds: Feeds) -> None:
         """Feeds handed to the pipeline: counted, their exchange-to-receipt latency timed."""
-        self.exchange_latency.observe_all(
-            [(feed.received_at - feed.timestamp).total_seconds() for feed in feeds]
-        )
+        self.exchange_latency.observe_all(feeds.exchange_latencies())
         self.feeds_collected += len(feeds)
-        self.last_data_at = feeds[-1].received_at
+        self.last_data_at = feeds.received_at[-1]
 
     def count_invalid(self, reason: str, frame: str | bytes) -> None:
         self.invalid[reason] += 1

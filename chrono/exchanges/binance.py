@@ -37,6 +37,7 @@ from chrono.exchanges.fast import (
     epoch_time,
     texts_pattern,
 )
+from chrono.feeds import Feeds
 from chrono.model import FeedText, PriceFeed, decimal_text
 
 SOURCE: Final = "binance"
@@ -321,7 +322,7 @@ class TickerAdapter(BinanceAdapter):
 
     def parse_fast(
         self, frames: Sequence[bytes], received: Received, rules: TextRules
-    ) -> list[PriceFeed] | None:
+    ) -> Feeds | None:
         """Wrapped ticker events of ours only, with a bid, ask and volume (Binance always sends
         them), every decimal canonical text; else ``None`` (``chrono.exchanges.fast``). A zero
         bid or ask is no quote, as on the full path."""
@@ -354,7 +355,7 @@ class TickerAdapter(BinanceAdapter):
                 text=FeedText(text, volume_text, None if bid is None else bid_text,
                               None if ask is None else ask_text, time[1], received_text),
             ))  # fmt: skip
-        return feeds
+        return Feeds.of(feeds)
 
 
 class BookTickerAdapter(BinanceAdapter):
@@ -394,7 +395,7 @@ class BookTickerAdapter(BinanceAdapter):
 
     def parse_fast(
         self, frames: Sequence[bytes], received: Received, rules: TextRules
-    ) -> list[PriceFeed] | None:
+    ) -> Feeds | None:
         """Wrapped bookTicker frames only, both sides canonical, non-zero text with an exact
         mid, every symbol one of this collector's; else ``None`` (``chrono.exchanges.fast``).
         Bare frames (a raw ``/ws`` connection) are left to the full path."""
@@ -429,7 +430,7 @@ class BookTickerAdapter(BinanceAdapter):
                 metadata={"native_symbol": book.s, "update_id": book.u, "price": "mid"},
                 text=FeedText(price_text, None, bid_text, ask_text, received_text, received_text),
             ))  # fmt: skip
-        return feeds
+        return Feeds.of(feeds)
 
 
 def _parse_shutdown() -> ParsedFrame:

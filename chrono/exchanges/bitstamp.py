@@ -34,6 +34,7 @@ from chrono.exchanges.fast import (
     epoch_time,
     plain_text,
 )
+from chrono.feeds import Feeds
 from chrono.model import FeedText, PriceFeed
 
 SOURCE: Final = "bitstamp"
@@ -211,7 +212,7 @@ class BitstampAdapter:
 
     def parse_fast(
         self, frames: Sequence[bytes], received: Received, rules: TextRules
-    ) -> list[PriceFeed] | None:
+    ) -> Feeds | None:
         """Trades and top-of-book snapshots of ours and heartbeats only, prices canonical text,
         times in ``microtimestamp``; else ``None`` (``chrono.exchanges.fast``). The cached top
         of book moves only when the whole read is taken; a read of books alone (no feed) is
@@ -263,7 +264,7 @@ class BitstampAdapter:
         if books and not feeds:
             return None
         tops.update(staged)
-        return feeds
+        return Feeds.of(feeds)
 
     def _top_texts(
         self, native: str, top: tuple[Decimal | None, Decimal | None]

@@ -45,6 +45,7 @@ from chrono.errors import InvalidFrame
 from chrono.exchanges.base import Exchange, FrameKind, Limits, ParsedFrame, SymbolMap
 from chrono.exchanges.decoding import NULL, OPTIONAL_DECIMAL, decode
 from chrono.exchanges.fast import PLAIN_RE, Received, TextRules, epoch_time, texts_pattern
+from chrono.feeds import Feeds
 from chrono.model import FeedText, PriceFeed
 
 SOURCE: Final = "bybit"
@@ -176,7 +177,7 @@ class BybitAdapter:
 
     def parse_fast(
         self, frames: Sequence[bytes], received: Received, rules: TextRules
-    ) -> list[PriceFeed] | None:
+    ) -> Feeds | None:
         """Spot ticker snapshots of ours, with a volume (Bybit always sends it), and pongs
         only, every number canonical text; else ``None`` (``chrono.exchanges.fast``). Linear
         (``BybitLinearAdapter``) has none: its deltas merge into state that a read the full
@@ -212,7 +213,7 @@ class BybitAdapter:
                 metadata={"native_symbol": ticker.symbol, "cross_sequence": message.cs},
                 text=FeedText(text, volume, None, None, time[1], received_text),
             ))  # fmt: skip
-        return feeds
+        return Feeds.of(feeds)
 
     def _parse_data(self, message: Envelope, received_at: datetime) -> ParsedFrame:
         topic = message.topic or ""

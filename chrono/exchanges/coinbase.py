@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from decimal import Decimal
 from functools import lru_cache
 from typing import Final
 
@@ -39,12 +38,12 @@ from chrono.exchanges.fast import (
     TIME_RE,
     Received,
     TextRules,
-    amount,
     decode_each,
+    real_date,
     texts_pattern,
-    time_of_fixed,
 )
-from chrono.model import FeedText, PriceFeed, to_symbol
+from chrono.feeds import Feeds
+from chrono.model import PriceFeed, to_symbol
 
 SOURCE: Final = "coinbase"
 
@@ -144,6 +143,9 @@ class CoinbaseAdapter:
     def __init__(self, symbols: SymbolMap, worker_id: str) -> None:
         self.worker_id = worker_id
         self._symbols = symbols
+        # The fast path's metadata JSON up to the sequence, per product (its id JSON-escaped).
+        self._heads = {native: '{"native_symbol":' + msgspec.json.encode(native).decode()
+                       + ',"sequence":' for native in symbols.by_native}  # fmt: skip
 
     def subscribe_messages(self, symbols: Sequence[str], *, resubscribe: bool = False) -> list[str]:
         """One subscribe, products listed per channel.
@@ -174,14 +176,16 @@ class CoinbaseAdapter:
 
     def parse_fast(
         self, frames: Sequence[bytes], received: Received, rules: TextRules
-    ) -> list[PriceFeed] | None:
+    ) -> Feeds | None:
         """Tickers and heartbeats only, every number and time in canonical text, every product
-        one of this collector's; else ``None`` (``chrono.exchanges.fast``)."""
-        canonical, feeds = self._symbols.by_native.get, []
-        price_of, worker_id = rules.price_of_plain, self.worker_id
-        received_at, received_text = received.at, received.text
+        one of this collector's; else ``None`` (``chrono.exchanges.fast``). Columns of the
+        texts checked (``Feeds``); the metadata's JSON is written here, as ``metadata_text``
+        would write the full path's dict."""
+        canonical, heads, price_text = self._symbols.by_native.get, self._heads, rules.price_text
         if (decoded := decode_each(_FAST_DECODER, frames)) is None:
             return None
+        columns: Columns = ([], [], [], [], [], [], [])
+        symbols, prices, volumes, bids, asks, times, metadata = columns
         for ticker in decoded:
             if type(ticker) is not _TextTicker:
                 continue  # a heartbeat
@@ -189,21 +193,20 @@ class CoinbaseAdapter:
             volume, bid, ask = ticker.volume_24h, ticker.best_bid, ticker.best_ask
             if time is None or (symbol := canonical(native)) is None:
                 return None
-            if (amounts := _amounts(text, time, volume, bid, ask)) is None:
+            if not (_plain(text, time, volume, bid, ask) and price_text(symbol, text)):
                 return None
-            if (price := price_of(symbol, text)) is None:
+            if not real_date(time[:10]):
                 return None
-            if (timestamp := time_of_fixed(time)) is None:
-                return None
-            feeds.append(PriceFeed(
-                symbol=symbol, price=price, timestamp=timestamp,
-                received_at=received_at, source=SOURCE, worker_id=worker_id,
-                volume=amounts[0], bid=amounts[1], ask=amounts[2],
-                metadata={"native_symbol": native, "sequence": ticker.sequence,
-                          "trade_id": ticker.trade_id},
-                text=FeedText(text, volume, bid, ask, time, received_text),
-            ))  # fmt: skip
-        return feeds
+            sequence, trade_id = ticker.sequence, ticker.trade_id  # JSON: None is null
+            symbols.append(symbol)
+            prices.append(text)
+            volumes.append(volume)
+            bids.append(bid)
+            asks.append(ask)
+            times.append(time)
+            metadata.append(f"{heads[native]}{'null' if sequence is None else sequence},"
+                            f'"trade_id":{"null" if trade_id is None else trade_id}}}')  # fmt: skip
+        return Feeds.of_read(SOURCE, self.worker_id, received.at, received.text, columns)
 
     def _parse_ticker(self, ticker: Ticker, received_at: datetime) -> ParsedFrame:
         """A trade, e.g. (real capture, trimmed)::
@@ -262,22 +265,17 @@ class CoinbaseAdapter:
         return ParsedFrame(FrameKind.ACK, message=",".join(ticker), symbols=mine)
 
 
-Amounts = tuple[Decimal | None, Decimal | None, Decimal | None]
+Columns = tuple[list[str], list[str], list[str | None], list[str | None], list[str | None],
+                list[str], list[str]]  # fmt: skip
 
 
-def _amounts(
-    price: str, time: str, volume: str | None, bid: str | None, ask: str | None
-) -> Amounts | None:
-    """A fast ticker's volume, bid and ask, if its five texts are plain decimals and a fixed-width
-    time (one regex call, ``_TEXTS``; a pattern of fewer parts when some amounts are missing)."""
+def _plain(price: str, time: str, volume: str | None, bid: str | None, ask: str | None) -> bool:
+    """Whether a fast ticker's texts are plain decimals and a fixed-width time (one regex call,
+    ``_TEXTS``; a pattern of fewer parts when some amounts are missing)."""
     if volume is not None and bid is not None and ask is not None:
-        if _TEXTS(f"{price},{volume},{bid},{ask},{time}") is None:
-            return None
-        return Decimal(volume), Decimal(bid), Decimal(ask)
+        return _TEXTS(f"{price},{volume},{bid},{ask},{time}") is not None
     present = [text for text in (volume, bid, ask) if text is not None]
-    if _texts(len(present))(",".join((price, *present, time))) is None:
-        return None
-    return amount(volume), amount(bid), amount(ask)
+    return _texts(len(present))(",".join((price, *present, time))) is not None
 
 
 def _parse_heartbeat(beat: Heartbeat) -> ParsedFrame:

@@ -23,18 +23,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from typing import Final, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
+from chrono.feeds import Feeds
 from chrono.model import (
     MAX_DECIMAL_PLACES,
     MAX_DIGITS,
     FeedRules,
-    PriceFeed,
     decimal_text,
     fixed_time_text,
 )
@@ -42,7 +42,8 @@ from chrono.model import (
 T = TypeVar("T")
 
 # Plain decimals and times only: [0-9], not \d (which takes any Unicode digit).
-TIME_RE: Final = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
+# Hours, minutes and seconds in range; the date is checked by ``real_date`` (February 30th).
+TIME_RE: Final = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z"
 _TIME: Final = re.compile(TIME_RE).fullmatch
 
 # A plain decimal with at most 20 whole digits and MAX_DECIMAL_PLACES places: inside FeedRules'
@@ -88,6 +89,15 @@ class TextRules:
         if (dot := text.find(".")) >= 0 and len(text) - dot - 1 > self._places:
             return None
         return self._in_rules(symbol, Decimal(text))
+
+    def price_text(self, symbol: str, text: str) -> bool:
+        """Whether text that matched ``PLAIN_RE`` is a price every rule takes, without making
+        its ``Decimal`` unless ``symbol`` has bounds."""
+        if (dot := text.find(".")) >= 0 and len(text) - dot - 1 > self._places:
+            return False
+        if not text.strip("0."):
+            return False  # zero: price_not_positive, for the full path to count
+        return symbol not in self._bounds or self._in_rules(symbol, Decimal(text)) is not None
 
     def _in_rules(self, symbol: str, value: Decimal) -> Decimal | None:
         if not value:
@@ -143,6 +153,18 @@ def utc_time(text: str) -> datetime | None:
     return None if _TIME(text) is None else time_of_fixed(text)
 
 
+@lru_cache(maxsize=64)
+def real_date(day: str) -> bool:
+    """Whether ``YYYY-MM-DD`` (``text[:10]`` of a ``TIME_RE`` text) is a date: with the
+    pattern, what ``time_of_fixed`` checks, without making a ``datetime`` (a read's feeds
+    share a date or two, so the answer is cached)."""
+    try:
+        date.fromisoformat(day)
+    except ValueError:
+        return False
+    return True
+
+
 def time_of_fixed(text: str) -> datetime | None:
     """The time of text that matched ``TIME_RE``, ``None`` if no such date (February 30th)."""
     try:
@@ -187,7 +209,7 @@ class FastPath(Protocol):
 
     def parse_fast(
         self, frames: Sequence[bytes], received: Received, rules: TextRules
-    ) -> list[PriceFeed] | None:
+    ) -> Feeds | None:
         """The feeds of ``frames``, all valid; ``None`` if any frame needs the full path.
 
         Frames the full path would take as heartbeats carry no feed and are passed over; any

@@ -40,6 +40,7 @@ from chrono.exchanges.fast import (
     epoch_time,
     texts_pattern,
 )
+from chrono.feeds import Feeds
 from chrono.model import FeedText, PriceFeed, decimal_text
 
 SOURCE: Final = "gemini"
@@ -179,7 +180,7 @@ class GeminiAdapter:
 
     def parse_fast(
         self, frames: Sequence[bytes], received: Received, rules: TextRules
-    ) -> list[PriceFeed] | None:
+    ) -> Feeds | None:
         """bookTickers of ours with a last trade only, every number canonical text (``""``
         for no level); else ``None`` (``chrono.exchanges.fast``). Responses (pings included)
         are the full path's: they settle pending requests."""
@@ -206,7 +207,7 @@ class GeminiAdapter:
                 metadata={"native_symbol": native, "update_id": ticker.u, "last_size": size},
                 text=FeedText(last, None, bid, ask, time[1], received_text),
             ))  # fmt: skip
-        return feeds
+        return Feeds.of(feeds)
 
     def _remember(self, request: _Request) -> str:
         self._next_id += 1

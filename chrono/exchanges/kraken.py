@@ -40,6 +40,7 @@ from chrono.exchanges.kraken_common import (
     native_symbol,
 )
 from chrono.exchanges.kraken_v1 import V1_EXCHANGE
+from chrono.feeds import Feeds
 from chrono.model import FeedText, PriceFeed
 
 # --- v2 wire data ---------------------------------------------------------------------------
@@ -190,7 +191,7 @@ class KrakenAdapter(KrakenAdapterBase):
 
     def parse_fast(
         self, frames: Sequence[bytes], received: Received, rules: TextRules
-    ) -> list[PriceFeed] | None:
+    ) -> Feeds | None:
         """Tickers of ours and heartbeats only, every price finite and positional, the time
         fixed-width UTC text (or absent); else ``None`` (``chrono.exchanges.fast``)."""
         to_canonical, feeds = self._symbols.to_canonical, []
@@ -231,7 +232,7 @@ class KrakenAdapter(KrakenAdapterBase):
                     text=FeedText(price_text, volume_text, bid_text, ask_text, time_text,
                                   received_text),
                 ))  # fmt: skip
-        return feeds
+        return Feeds.of(feeds)
 
     def _parse_ticker(self, message: V2Ticker, received_at: datetime) -> ParsedFrame:
         """Ticks for one or more pairs (docs/exchanges.md, doc example, trimmed)::

@@ -38,6 +38,7 @@ from chrono.exchanges.kraken_common import (
     _encode,
     v1_native_symbol,
 )
+from chrono.feeds import Feeds
 from chrono.model import FeedText, PriceFeed
 
 # --- v1 wire data ---------------------------------------------------------------------------
@@ -202,7 +203,7 @@ class KrakenV1Adapter(KrakenAdapterBase):
 
     def parse_fast(
         self, frames: Sequence[bytes], received: Received, rules: TextRules
-    ) -> list[PriceFeed] | None:
+    ) -> Feeds | None:
         """Ticker arrays of ours and heartbeats only, every list of Kraken's shape and every
         decimal canonical text, no repeated trade; else ``None`` (``chrono.exchanges.fast``).
         The last-trade memory (``_parse_ticker``) moves only when the whole read is taken."""
@@ -240,7 +241,7 @@ class KrakenV1Adapter(KrakenAdapterBase):
                               received_text),
             ))  # fmt: skip
         last.update(seen)
-        return feeds
+        return Feeds.of(feeds)
 
     def _parse_event(self, event: V1Event) -> ParsedFrame:
         """Control frames (real capture, cryptofeed ``KRAKEN.ws.49.0``)::

@@ -38,6 +38,7 @@ from chrono.exchanges.fast import (
     epoch_time,
     texts_pattern,
 )
+from chrono.feeds import Feeds
 from chrono.model import FeedText, PriceFeed
 
 SOURCE: Final = "okx"
@@ -205,7 +206,7 @@ class OkxAdapter:
 
     def parse_fast(
         self, frames: Sequence[bytes], received: Received, rules: TextRules
-    ) -> list[PriceFeed] | None:
+    ) -> Feeds | None:
         """``tickers`` pushes of SPOT pairs of ours and ``pong``s only, every number canonical
         text (``""`` for none, but a price); else ``None`` (``chrono.exchanges.fast``)."""
         decode, to_canonical, feeds = _FAST_DECODER.decode, self._symbols.to_canonical, []
@@ -238,7 +239,7 @@ class OkxAdapter:
                     metadata={"native_symbol": item.inst_id, "instType": item.inst_type},
                     text=FeedText(last, volume, bid, ask, time[1], received_text),
                 ))  # fmt: skip
-        return feeds
+        return Feeds.of(feeds)
 
     def _request(self, op: str, args: list[dict[str, str]]) -> str:
         request = {"id": str(next(self._ids)), "op": op, "args": args}

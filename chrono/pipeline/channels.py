@@ -6,26 +6,23 @@ takes what else is queued pays it once per burst instead of once per item.
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 import trio
 
-T = TypeVar("T")
+from chrono.feeds import Feeds
 
 
-def with_queued(first: list[T], channel: trio.MemoryReceiveChannel[list[T]], limit: int) -> list[T]:
-    """``first`` plus the lists queued in ``channel`` now, until ``limit`` items or none left.
+def with_queued(first: Feeds, channel: trio.MemoryReceiveChannel[Feeds], limit: int) -> Feeds:
+    """``first`` plus the items queued in ``channel`` now, until ``limit`` feeds or none left.
 
-    ``first`` itself is never changed (its sender may still read it). An ended channel stops
-    the taking; the caller's next receive sees the end.
+    No item is changed (its sender may still read it): several are joined into a new one. An
+    ended channel stops the taking; the caller's next receive sees the end.
     """
-    merged = first
-    while len(merged) < limit:
+    parts, total = [first], len(first)
+    while total < limit:
         try:
             more = channel.receive_nowait()
         except (trio.WouldBlock, trio.EndOfChannel):
             break
-        if merged is first:
-            merged = list(first)
-        merged.extend(more)
-    return merged
+        parts.append(more)
+        total += len(more)
+    return Feeds.join(parts)

@@ -1,4 +1,4 @@
-"""Fan-out: every feed list from the intake goes to the latest prices, the stream hub and the
+"""Fan-out: every ``Feeds`` from the intake goes to the latest prices, the stream hub and the
 batcher, once. A repeated feed (same source, symbol, timestamp, price) is dropped and counted.
 """
 
@@ -9,7 +9,8 @@ from collections import Counter
 import msgspec
 import trio
 
-from chrono.model import FeedKey, PriceFeed, RecentKeys
+from chrono.feeds import Feeds
+from chrono.model import FeedKey, RecentKeys
 from chrono.pipeline.channels import with_queued
 from chrono.pipeline.latest import LatestPrices
 from chrono.pipeline.stream import StreamHub
@@ -29,8 +30,8 @@ class FanOut:
 
     def __init__(
         self,
-        intake: trio.MemoryReceiveChannel[list[PriceFeed]],
-        to_batcher: trio.MemorySendChannel[list[PriceFeed]],
+        intake: trio.MemoryReceiveChannel[Feeds],
+        to_batcher: trio.MemorySendChannel[Feeds],
         latest: LatestPrices,
         hub: StreamHub,
     ) -> None:
@@ -49,11 +50,13 @@ class FanOut:
         async for first in self._intake:
             feeds = with_queued(first, self._intake, MERGE_MAX_FEEDS)
             self.feeds_in += len(feeds)
-            fresh = recent.first_seen(feeds)
-            if len(fresh) != len(feeds):  # rare: the loop over the repeats only then
-                self.duplicates += len(feeds) - len(fresh)
-                kept = {id(feed) for feed in fresh}
-                self._by_source.update(f.source for f in feeds if id(f) not in kept)
+            if (kept := recent.first_seen(feeds.keys())) is not None:  # rare: some repeat
+                repeats = set(range(len(feeds))).difference(kept)
+                self.duplicates += len(repeats)
+                self._by_source.update(feeds.sources[i] for i in repeats)
+                fresh = feeds.select(kept)
+            else:
+                fresh = feeds
             if not fresh:
                 continue
             self._latest.update(fresh)

@@ -18,21 +18,20 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from itertools import groupby
-from operator import attrgetter
 
 import msgspec
 import trio
 
 from chrono.backoff import Backoff
 from chrono.errors import SpoolError, StoreError
+from chrono.feeds import Feeds
 from chrono.histogram import Histogram
-from chrono.model import PriceFeed, utc_now
+from chrono.model import utc_now
 from chrono.pipeline.channels import with_queued
 from chrono.store import Store
 from chrono.store.spool import Spool, SpoolStatistics
 
 log = logging.getLogger(__name__)
-_SOURCE_AND_RECEIVED = attrgetter("source", "received_at")
 
 WRITE_MAX_FEEDS = 10_000  # batches queued while the store was busy go in one transaction
 
@@ -53,7 +52,7 @@ class WriterStatistics(msgspec.Struct, frozen=True, kw_only=True):
 class IngestWriter:
     def __init__(
         self,
-        batches: trio.MemoryReceiveChannel[list[PriceFeed]],
+        batches: trio.MemoryReceiveChannel[Feeds],
         store: Store,
         spool: Spool,
         *,
@@ -93,7 +92,7 @@ class IngestWriter:
             self._ended.set()
             self._wake.set()
 
-    async def _take(self, batch: list[PriceFeed]) -> None:
+    async def _take(self, batch: Feeds) -> None:
         """Into the store if nothing waits before it, else into the spool; retried until one
         of them holds it."""
         while True:
@@ -125,7 +124,7 @@ class IngestWriter:
                     return
                 await self._wake.wait()
                 self._wake = trio.Event()
-            elif await self._write(feeds):
+            elif await self._write(Feeds.of(feeds)):
                 self.feeds_replayed += len(feeds)
                 await self.spool.pop(count)
             elif not await self._pause():
@@ -139,7 +138,7 @@ class IngestWriter:
             await self._ended.wait()  # a drain makes one last try at once
         return True
 
-    async def _write(self, batch: list[PriceFeed]) -> bool:
+    async def _write(self, batch: Feeds) -> bool:
         started = trio.current_time()
         try:
             added = await self._store.write(batch)
@@ -160,7 +159,8 @@ class IngestWriter:
         now = utc_now()
         observe, by_source = self.stored_latency.observe, self._written_by_source
         # Feeds of one read share one source and one receive time: one step per such run.
-        for (source, received_at), run in groupby(batch, _SOURCE_AND_RECEIVED):
+        runs = groupby(zip(batch.sources, batch.received_at, strict=True))
+        for (source, received_at), run in runs:
             count = sum(1 for _ in run)
             observe((now - received_at).total_seconds(), count)
             by_source[source] += count

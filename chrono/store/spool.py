@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -96,9 +96,9 @@ class Spool:
     def __len__(self) -> int:
         return len(self._segments)
 
-    async def append(self, feeds: list[PriceFeed]) -> None:
+    async def append(self, feeds: Sequence[PriceFeed]) -> None:
         """Store ``feeds`` durably as the newest batch; waits while the spool is full."""
-        data = _encoder.encode(feeds)
+        data = _encoder.encode(list(feeds))  # as PriceFeed objects, the spool's format
         while self._segments and self.bytes + len(data) > self.max_bytes:
             self.full_waits += 1
             log.error(

@@ -17,7 +17,7 @@ Snapshot and FTSO bodies are TEXT holding the caller's JSON as given.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
@@ -28,7 +28,8 @@ import msgspec
 import trio
 
 from chrono.errors import StoreError
-from chrono.model import PriceFeed, feed_text, fixed_time_text, optional_decimal_text, utc_now
+from chrono.feeds import Feeds
+from chrono.model import PriceFeed, fixed_time_text, optional_decimal_text, utc_now
 from chrono.store.base import (
     FIRST_ID,
     INTERVALS,
@@ -50,7 +51,7 @@ from chrono.store.snapshots import (
     optional_json_text,
 )
 from chrono.store.sqlite_process import WriterProcess
-from chrono.store.sqlite_sql import MIGRATIONS, connect
+from chrono.store.sqlite_sql import MIGRATIONS, connect, row_params
 
 T = TypeVar("T")
 
@@ -130,18 +131,18 @@ def _decimal(text: str | None) -> Decimal | None:
     return None if text is None else Decimal(text)
 
 
-def feed_params(feeds: Iterable[PriceFeed], ingested_at: str) -> list[Any]:
-    """The parameters of every feed's row, flat and in order (``WIDTH`` each): the text SQLite
-    keeps. The one Python loop of a write, so it only reads attributes and encodes metadata."""
-    params: list[Any] = []
-    extend = params.extend
-    encode = _meta_encoder.encode
-    for feed in feeds:
-        text = feed_text(feed)
-        extend((feed.symbol, text.price, text.volume, text.bid, text.ask, text.timestamp,
-                text.received_at, ingested_at, feed.source, feed.worker_id,
-                encode(feed.metadata).decode()))  # fmt: skip
-    return params
+def feed_columns(feeds: Sequence[PriceFeed], ingested_at: str) -> list[Any]:
+    """The writer child's ``feeds`` request: ``ingested_at`` and every feed's text for SQLite,
+    column by column (``Feeds``), so the rows are made by the child, on its own core
+    (``sqlite_sql.row_params``)."""
+    f = Feeds.of(feeds)
+    return [ingested_at, f.symbols, f.prices, f.volumes, f.bids, f.asks, f.timestamps,
+            f.received_texts, f.sources, f.worker_ids, f.metadata]  # fmt: skip
+
+
+def feed_params(feeds: Sequence[PriceFeed], ingested_at: str) -> list[Any]:
+    """The parameters of every feed's row, flat and in order (``WIDTH`` each)."""
+    return row_params(feed_columns(feeds, ingested_at))
 
 
 def to_row(feed: PriceFeed, ingested_at: str) -> tuple[Any, ...]:
@@ -225,7 +226,7 @@ class SQLiteStore:
         return version
 
     async def write(self, feeds: Sequence[PriceFeed]) -> int:
-        added: int = await self.writer.call("feeds", feed_params(feeds, format_time(utc_now())))
+        added: int = await self.writer.call("feeds", feed_columns(feeds, format_time(utc_now())))
         self.rows_written += added
         self.batches_written += 1
         self.last_write_at = utc_now()

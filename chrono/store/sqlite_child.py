@@ -8,8 +8,8 @@ big-endian length, then a MessagePack array:
 
 - ``["open", path, [[version, description, [statement, ...]], ...]]``: connect and migrate;
   the reply is ``None``;
-- ``["feeds", params]``: ``insert_feeds`` (in the statement sizes the connection's parameter
-  limit allows); the reply is the rows added;
+- ``["feeds", columns]``: ``insert_feeds`` of ``row_params(columns)`` (``feed_columns``; in
+  the statement sizes the connection's parameter limit allows); the reply is the rows added;
 - ``["many", statement, rows]``: ``execute_many``; the reply is the rows changed.
 
 A reply is ``["ok", value]`` or ``["error", kind, message]`` with kind ``"store"`` (sqlite3
@@ -32,7 +32,7 @@ import msgspec
 
 from chrono.errors import SchemaTooNew
 from chrono.store.migrations import Migration
-from chrono.store.sqlite_sql import execute_many, insert_feeds, open_writer
+from chrono.store.sqlite_sql import execute_many, insert_feeds, open_writer, row_params
 
 HEADER = 4  # bytes of length before each message
 
@@ -64,8 +64,8 @@ class Writer:
         if self.conn is None:
             raise sqlite3.OperationalError("the writer connection is not open")
         if op == "feeds":
-            (params,) = args
-            return insert_feeds(self.conn, self.sizes, params)
+            (columns,) = args
+            return insert_feeds(self.conn, self.sizes, row_params(columns))
         if op == "many":
             statement, rows = args
             return execute_many(self.conn, statement, rows)

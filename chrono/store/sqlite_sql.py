@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +201,18 @@ def execute_many(conn: sqlite3.Connection, statement: str, rows: list[tuple[Any,
     return in_transaction(conn, lambda: conn.executemany(statement, rows))
 
 
+def row_params(columns: Sequence[Any]) -> list[Any]:
+    """The flat parameters (``WIDTH`` a row, in ``INSERT`` order) of ``feed_columns``'s
+    ``ingested_at`` and columns."""
+    (ingested_at, symbols, prices, volumes, bids, asks, timestamps, received, sources, workers,
+     metadata) = columns  # fmt: skip
+    rows = zip(symbols, prices, volumes, bids, asks, timestamps, received, repeat(ingested_at),
+               sources, workers, metadata)  # fmt: skip
+    return list(chain.from_iterable(rows))
+
+
 def insert_feeds(conn: sqlite3.Connection, sizes: Sequence[int], params: list[Any]) -> int:
-    """The rows in ``params`` (``feed_params``) in one transaction, by as few multi-row
+    """The rows in ``params`` (``row_params``) in one transaction, by as few multi-row
     ``INSERTS`` as ``statement_rows`` gives; the rows added (a duplicate is ignored). A single
     statement is atomic alone: no ``BEGIN``/``COMMIT`` (two more steps) around it."""
     statements = statement_rows(len(params) // WIDTH, sizes)
