@@ -36,6 +36,7 @@ from chrono.errors import InvalidFeed, InvalidFrame
 from chrono.exchanges import binance, bitstamp, bybit, coinbase, gemini, kraken, kraken_v1, okx
 from chrono.exchanges.base import Adapter, Exchange, FrameKind
 from chrono.exchanges.fast import FastPath, Received, TextRules
+from chrono.feeds import Feeds, metadata_text
 from chrono.model import Bounds, FeedRules, PriceFeed, feed_text
 from chrono.testing.simulators.base import Simulator
 from chrono.testing.simulators.binance import BinanceSimulator
@@ -245,7 +246,7 @@ def carries_feeds_or_beats(case: Case, frame: bytes) -> bool:
     return full.clean and (bool(full.feeds) or not full.data)
 
 
-def fast_path(case: Case, frames: Sequence[bytes], rules: FeedRules) -> list[PriceFeed] | None:
+def fast_path(case: Case, frames: Sequence[bytes], rules: FeedRules) -> Feeds | None:
     adapter = case.adapter()
     assert isinstance(adapter, FastPath), f"{case.id} has no fast path"
     return adapter.parse_fast(list(frames), RECEIVED, TextRules(rules))
@@ -260,6 +261,9 @@ def check_read(case: Case, frames: Sequence[bytes], rules: FeedRules) -> bool:
     assert full.clean, f"fast path took a read the full path has notes on: {full.notes}"
     assert fast == full.feeds
     assert bool(fast) == full.data, "the session takes a fast read's data from its feeds"
+    # The store keeps the columns' texts: the metadata's JSON as the full path's would be.
+    assert fast.metadata == [metadata_text(f.metadata) for f in full.feeds]
+    assert fast.symbols == [f.symbol for f in full.feeds]
     for feed in fast:
         assert feed.text is not None, "a fast feed without its text"
         assert feed.text == feed_text(msgspec.structs.replace(feed, text=None)), feed

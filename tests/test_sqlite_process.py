@@ -20,6 +20,7 @@ import trio
 from chrono.errors import StoreError
 from chrono.store.sqlite import SQLiteStore
 from chrono.store.sqlite_process import PIPE_BYTES
+from chrono.store.sqlite_sql import WAL_CHECKPOINT_PAGES
 from tests.feeds import make_feed
 from tests.stores import store_locked
 
@@ -186,3 +187,23 @@ async def test_the_request_pipe_holds_a_large_write_in_one_go(tmp_path: Path) ->
     feeds = [make_feed(i) for i in range(5_000)]
     assert await store.write(feeds) == 5_000
     await store.aclose()
+
+
+async def test_the_writer_leaves_thousands_of_pages_in_the_wal(tmp_path: Path) -> None:
+    """Writes that put several times SQLite's default 1,000 pages in the WAL leave them there
+    (a checkpoint copies them all into the database file: at the default, one ran every few
+    writes) until WAL_CHECKPOINT_PAGES."""
+    db, wal = tmp_path / "chrono.db", tmp_path / "chrono.db-wal"
+    store = SQLiteStore(str(db))
+    await store.open()
+    written = 0
+    for _ in range(40):  # ~15 writes reach 6,000 pages
+        assert await store.write([make_feed(written + i) for i in range(5_000)]) == 5_000
+        written += 5_000
+        if wal.stat().st_size >= 6_000 * 4096:
+            break
+    with sqlite3.connect(db) as conn:
+        _busy, pages, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert 6_000 <= pages <= WAL_CHECKPOINT_PAGES
+    await store.aclose()
+    assert count(db) == written

@@ -28,6 +28,7 @@ import random
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from itertools import cycle, islice
 from typing import Any, ClassVar, Final
@@ -135,6 +136,7 @@ class Simulator:
         self.port = 0
         self.url = ""
         self.ticks: list[SentTick] = []
+        self.burst_written_at: datetime | None = None  # when the last burst's first write began
         self.connections_total = 0
         self.rejected_total = 0
         self.garbage_total = 0
@@ -389,28 +391,36 @@ class Simulator:
                 self.set_silent(False)
 
     async def send_burst(self, count: int) -> None:
-        """Generate ``count`` trades round-robin, then write them in ~64 KiB socket writes."""
+        """Generate ``count`` trades round-robin, then write them in ~64 KiB socket writes.
+
+        ``burst_written_at`` is set once every frame is made, as the first write begins: the
+        time a receiver's clock for the burst can start (it cannot receive before)."""
         burst: list[tuple[str, list[tuple[str, bytes]]]] = []
         for market in islice(cycle(self.markets.values()), count):
             trade = market.trade()
             self.ticks.append(self.sent_tick(market, trade))
             burst.append((market.native, self.render(market, trade)))
+        writes = []
+        for client in list(self.clients):
+            frames = [
+                text_frame(frame)
+                for native, rendered in burst
+                for channel, frame in rendered
+                if (channel, native) in client.topics
+            ]
+            if frames:
+                writes.append((client, chunks(frames, BURST_CHUNK_BYTES)))
+        self.burst_written_at = datetime.now(UTC)
         async with trio.open_nursery() as nursery:
-            for client in list(self.clients):
-                frames = [
-                    text_frame(frame)
-                    for native, rendered in burst
-                    for channel, frame in rendered
-                    if (channel, native) in client.topics
-                ]
-                if frames:
-                    nursery.start_soon(self._write_raw, client, frames)
+            for client, data in writes:
+                nursery.start_soon(self._write_raw, client, data)
 
-    async def _write_raw(self, client: Client, frames: Sequence[bytes]) -> None:
-        """Pre-encoded frames straight to the socket, every other writer held off meanwhile."""
+    async def _write_raw(self, client: Client, data: Sequence[bytes]) -> None:
+        """Pre-encoded frames, joined into writes, straight to the socket, every other writer
+        held off meanwhile."""
         ws = client.ws
         async with client.write_lock, ws.send_lock:
-            for chunk in chunks(frames, BURST_CHUNK_BYTES):
+            for chunk in data:
                 if ws.protocol.state is not OPEN:
                     return
                 try:
