@@ -211,14 +211,23 @@ class Feeds(Sequence[PriceFeed]):
         )
 
     def exchange_latencies(self) -> list[float]:
-        """Every feed's receive time minus its exchange time, in seconds, from the texts, in
-        whole microseconds (a read's feeds share a few exchange seconds, each parsed once)."""
-        received = self.received_at
-        if received and received.count(received[0]) == len(received):
+        """Every feed's receive time minus its exchange time, in seconds, from the texts.
+
+        The common case, one read (one receive time) of exchange times within one minute
+        (found by the least and greatest text: fixed-width text sorts as time), takes one
+        ``float`` of each text's seconds; anything else goes second by second, in whole
+        microseconds."""
+        received, times = self.received_at, self.timestamps
+        if not times:
+            return []
+        if received.count(received[0]) == len(received):
             at = _micros(received[0])
-            return [(at - _second_micros(t[:19]) - int(t[20:26])) / 1e6 for t in self.timestamps]
+            if (least := min(times))[:16] == max(times)[:16]:
+                base = (at - _second_micros(least[:16] + ":00")) / 1e6
+                return [base - float(t[17:26]) for t in times]
+            return [(at - _second_micros(t[:19]) - int(t[20:26])) / 1e6 for t in times]
         return [(_micros(r) - _second_micros(t[:19]) - int(t[20:26])) / 1e6
-                for r, t in zip(received, self.timestamps, strict=True)]  # fmt: skip
+                for r, t in zip(received, times, strict=True)]  # fmt: skip
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

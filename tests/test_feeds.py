@@ -74,7 +74,11 @@ def test_keys_are_the_feed_keys() -> None:
 def test_exchange_latencies_are_receive_minus_exchange_time() -> None:
     feeds = [varied(i) for i in range(10)]  # receive times of three seconds: not one read's
     one_read = [msgspec.structs.replace(f, received_at=T0 + timedelta(seconds=2)) for f in feeds]
-    for batch in (feeds, one_read):
+    minutes = [  # one read's exchange times across a minute's end, and an hour's
+        msgspec.structs.replace(f, timestamp=T0.replace(minute=59) + timedelta(seconds=i * 7))
+        for i, f in enumerate(one_read)
+    ]
+    for batch in (feeds, one_read, minutes):
         expected = [(f.received_at - f.timestamp).total_seconds() for f in batch]
         assert columns_only(Feeds.of(batch)).exchange_latencies() == pytest.approx(expected)
 

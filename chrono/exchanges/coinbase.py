@@ -182,6 +182,7 @@ class CoinbaseAdapter:
         texts checked (``Feeds``); the metadata's JSON is written here, as ``metadata_text``
         would write the full path's dict."""
         canonical, heads, price_text = self._symbols.by_native.get, self._heads, rules.price_text
+        nonzero_is_enough, day = rules.nonzero_is_enough, ""
         if (decoded := decode_each(_FAST_DECODER, frames)) is None:
             return None
         columns: Columns = ([], [], [], [], [], [], [])
@@ -193,10 +194,18 @@ class CoinbaseAdapter:
             volume, bid, ask = ticker.volume_24h, ticker.best_bid, ticker.best_ask
             if time is None or (symbol := canonical(native)) is None:
                 return None
-            if not (_plain(text, time, volume, bid, ask) and price_text(symbol, text)):
+            # Inline, the common case of each check (a read is thousands of these).
+            if volume is None or bid is None or ask is None:
+                if not _plain(text, time, volume, bid, ask):
+                    return None
+            elif _TEXTS(f"{text},{volume},{bid},{ask},{time}") is None:
                 return None
-            if not real_date(time[:10]):
+            if not (text.strip("0.") if nonzero_is_enough else price_text(symbol, text)):
                 return None
+            if time[:10] != day:
+                if not real_date(time[:10]):
+                    return None
+                day = time[:10]
             sequence, trade_id = ticker.sequence, ticker.trade_id  # JSON: None is null
             symbols.append(symbol)
             prices.append(text)

@@ -48,7 +48,8 @@ _TIME: Final = re.compile(TIME_RE).fullmatch
 
 # A plain decimal with at most 20 whole digits and MAX_DECIMAL_PLACES places: inside FeedRules'
 # amount range without a lookahead (bigger amounts are rare enough for the full path).
-PLAIN_RE: Final = r"(?:0|[1-9][0-9]{0,19})(?:\.[0-9]{1,18})?"
+PLAIN_PLACES: Final = 18
+PLAIN_RE: Final = rf"(?:0|[1-9][0-9]{{0,19}})(?:\.[0-9]{{1,{PLAIN_PLACES}}})?"
 PLAIN_OR_EMPTY_RE: Final = f"(?:{PLAIN_RE})?"
 """``PLAIN_RE`` or ``""`` (an exchange's "no value")."""
 
@@ -77,6 +78,8 @@ class TextRules:
     def __init__(self, rules: FeedRules) -> None:
         self._bounds = rules.bounds
         self._places = rules.max_places
+        # No bounds and places no tighter than PLAIN_RE's: a plain price needs only not be 0.
+        self.nonzero_is_enough = not self._bounds and self._places >= PLAIN_PLACES
 
     def price(self, symbol: str, text: str) -> Decimal | None:
         """The price if ``text`` is canonical and passes every price rule, else ``None``."""
