@@ -16,12 +16,17 @@ import pytest
 import trio
 
 from chrono.errors import StoreError
+from chrono.feeds import COLUMNS, Feeds
 from chrono.model import PriceFeed, decimal_text, feed_text
 from chrono.store import PostgresStore
 from chrono.testing.postgres import PostgresCluster
 from tests.feeds import T0, make_feed
 
-pytestmark = pytest.mark.parametrize("texts", [False, True], ids=["binary", "text"])
+# How a batch comes: objects without texts (binary COPY), with texts (an adapter's fast path,
+# text COPY), or the pipeline's columns with no object made (text COPY from the columns).
+pytestmark = pytest.mark.parametrize(
+    "texts", [False, True, "columns"], ids=["binary", "text", "columns"]
+)
 
 TRICKY_PRICES = [
     "67234.56000000",
@@ -34,14 +39,16 @@ TRICKY_PRICES = [
 END = T0.replace(year=T0.year + 1)
 
 
-def feeds_of(feeds: Sequence[PriceFeed], texts: bool) -> list[PriceFeed]:
-    """The feeds as an adapter's fast path hands them on (with texts), or without."""
+def feeds_of(feeds: Sequence[PriceFeed], texts: bool | str) -> Sequence[PriceFeed]:
+    """The feeds as the ``texts`` mode (``pytestmark``) hands them on."""
+    if texts == "columns":
+        return Feeds(*(list(getattr(Feeds.of(feeds), name)) for name in COLUMNS))
     if not texts:
         return list(feeds)
     return [msgspec.structs.replace(f, text=feed_text(f)) for f in feeds]
 
 
-def batch(indexes: Sequence[int], texts: bool, **fields: Any) -> list[PriceFeed]:
+def batch(indexes: Sequence[int], texts: bool | str, **fields: Any) -> Sequence[PriceFeed]:
     feeds = [make_feed(i) for i in indexes]
     if fields:
         feeds = [msgspec.structs.replace(f, **fields) for f in feeds]
@@ -67,7 +74,7 @@ async def read_all(pg_store: PostgresStore) -> list[PriceFeed]:
 
 
 async def test_a_fresh_batch_goes_straight_in(
-    pg_store: PostgresStore, pg_url: str, texts: bool
+    pg_store: PostgresStore, pg_url: str, texts: bool | str
 ) -> None:
     feeds = batch(range(200), texts)
     with trio.fail_after(30):
@@ -80,7 +87,7 @@ async def test_a_fresh_batch_goes_straight_in(
 
 
 async def test_a_batch_with_a_stored_feed_is_staged_and_adds_only_the_new(
-    pg_store: PostgresStore, pg_url: str, texts: bool
+    pg_store: PostgresStore, pg_url: str, texts: bool | str
 ) -> None:
     with trio.fail_after(30):
         assert await pg_store.write(batch(range(5), texts)) == 5
@@ -95,7 +102,7 @@ async def test_a_batch_with_a_stored_feed_is_staged_and_adds_only_the_new(
 
 
 async def test_a_feed_twice_in_one_batch_is_stored_once(
-    pg_store: PostgresStore, pg_url: str, texts: bool
+    pg_store: PostgresStore, pg_url: str, texts: bool | str
 ) -> None:
     with trio.fail_after(30):
         assert await pg_store.write(batch([0, 1, 1, 2, 0], texts)) == 3
@@ -105,7 +112,7 @@ async def test_a_feed_twice_in_one_batch_is_stored_once(
 
 
 async def test_a_batch_written_again_adds_nothing(
-    pg_store: PostgresStore, pg_url: str, texts: bool
+    pg_store: PostgresStore, pg_url: str, texts: bool | str
 ) -> None:
     feeds = batch(range(50), texts)
     with trio.fail_after(30):
@@ -118,7 +125,7 @@ async def test_a_batch_written_again_adds_nothing(
 
 
 async def test_values_read_back_digit_for_digit_on_both_paths(
-    pg_store: PostgresStore, pg_url: str, texts: bool
+    pg_store: PostgresStore, pg_url: str, texts: bool | str
 ) -> None:
     first = [msgspec.structs.replace(make_feed(i), price=Decimal(p), volume=Decimal(p),
                                      bid=Decimal(p), ask=Decimal(p))
@@ -142,7 +149,7 @@ async def test_values_read_back_digit_for_digit_on_both_paths(
 
 
 async def test_missing_volume_bid_ask_are_null_on_both_paths(
-    pg_store: PostgresStore, pg_url: str, texts: bool
+    pg_store: PostgresStore, pg_url: str, texts: bool | str
 ) -> None:
     bare = batch(range(3), texts, volume=None, bid=None, ask=None)
     with trio.fail_after(30):
@@ -156,7 +163,7 @@ async def test_missing_volume_bid_ask_are_null_on_both_paths(
 
 
 async def test_strings_and_metadata_survive_copy(
-    pg_store: PostgresStore, pg_url: str, texts: bool
+    pg_store: PostgresStore, pg_url: str, texts: bool | str
 ) -> None:
     """Text COPY escapes what needs it (tab, newline, backslash), as binary needs none."""
     odd = {"note": "tab\tnew\nline back\\slash \u00e9\u20ac", "n": [1, None, True], "x": 1.5}
@@ -169,7 +176,7 @@ async def test_strings_and_metadata_survive_copy(
 
 
 async def test_a_batch_is_all_or_nothing_on_both_paths(
-    pg_store: PostgresStore, pg_url: str, texts: bool
+    pg_store: PostgresStore, pg_url: str, texts: bool | str
 ) -> None:
     """A row the server refuses fails the whole batch, whichever path it was on: the direct
     COPY, or the staging one after the direct COPY met a stored feed (the server checks the key
@@ -190,7 +197,7 @@ async def test_a_batch_is_all_or_nothing_on_both_paths(
 
 
 async def test_a_batch_of_feeds_with_and_without_texts(
-    pg_store: PostgresStore, pg_url: str, texts: bool
+    pg_store: PostgresStore, pg_url: str, texts: bool | str
 ) -> None:
     """One feed without texts: the batch goes in binary; the values are the same."""
     mixed = [*batch([0, 1], texts), make_feed(2)]
@@ -221,7 +228,7 @@ def timescale_cluster(pg_url: str) -> Iterator[PostgresCluster]:
 
 
 async def test_a_hypertable_takes_both_paths(
-    timescale_cluster: PostgresCluster, texts: bool
+    timescale_cluster: PostgresCluster, texts: bool | str
 ) -> None:
     url = timescale_cluster.create_database("hyper")
     pg_store = PostgresStore(url)
