@@ -188,9 +188,8 @@ class Feeds(Sequence[PriceFeed]):
         """Every feed's ``FeedKey`` as a plain tuple (equal to it): source, symbol, time, price."""
         return list(zip(self.sources, self.symbols, self.timestamps, self.prices, strict=True))
 
-    def texts(self, index: int) -> FeedText:
-        """The store's texts of the feed at ``index``."""
-        i = index
+    def texts(self, i: int) -> FeedText:
+        """The store's texts of the feed at index ``i``."""
         return FeedText(self.prices[i], self.volumes[i], self.bids[i], self.asks[i],
                         self.timestamps[i], self.received_texts[i])  # fmt: skip
 
