@@ -4,12 +4,12 @@ An adapter may have a fast path (``FastPath``) for its common frame: it decodes 
 frames into Structs of strings and hands on ``Feeds`` that keep the exchange's text for the
 store: Coinbase fills its columns directly, the others build ``PriceFeed``s with their
 ``FeedText`` and wrap them (``Feeds.of``). It may only keep a text whose meaning is unambiguous
-and already in the store's form: a plain positional decimal (``67234.56000000``, never ``6.7E+4``, ``+1`` or ``01``) and a
-fixed-width UTC time (``2021-04-17T16:43:30.244075Z``). ``TextRules`` checks that, together with
-``FeedRules``' price rules; anything else makes the fast path give up on the read (``None``),
-and the adapter's full path parses it frame by frame, counting what is wrong. So the fast path
-never decides differently, only sooner (``tests/test_fast_path.py`` replays every recorded,
-simulated and fuzzed frame through both).
+and already in the store's form: a plain positional decimal (``67234.56000000``, never
+``6.7E+4``, ``+1`` or ``01``) and a fixed-width UTC time (``2021-04-17T16:43:30.244075Z``).
+``TextRules`` checks that, together with ``FeedRules``' price rules; anything else makes the
+fast path give up on the read (``None``), and the adapter's full path parses it frame by frame,
+counting what is wrong. So the fast path never decides differently, only sooner
+(``tests/test_fast_path.py`` replays every recorded, simulated and fuzzed frame through both).
 
 JSON lets a key repeat; msgspec keeps the last value but checks every one against the field's
 type. So every adapter's full path keeps the fields its fast path reads as text raw
