@@ -184,6 +184,13 @@ class Feeds(Sequence[PriceFeed]):
             made = {at: feed for at, i in enumerate(indices) if (feed := self._made.get(i))}
         return Feeds(*columns, made=made)
 
+    def row_columns(self) -> list[list[Any]]:
+        """The columns of the store's rows, in ``price_feeds`` order (symbol, price, volume,
+        bid, ask, timestamp, received_at, source, worker_id, metadata): what both stores write
+        (SQLite adds ``ingested_at``)."""
+        return [self.symbols, self.prices, self.volumes, self.bids, self.asks, self.timestamps,
+                self.received_texts, self.sources, self.worker_ids, self.metadata]  # fmt: skip
+
     def keys(self) -> list[tuple[str, str, str, str]]:
         """Every feed's ``FeedKey`` as a plain tuple (equal to it): source, symbol, time, price."""
         return list(zip(self.sources, self.symbols, self.timestamps, self.prices, strict=True))
@@ -219,12 +226,11 @@ class Feeds(Sequence[PriceFeed]):
         received, times = self.received_at, self.timestamps
         if not times:
             return []
-        if received.count(received[0]) == len(received):
-            at = _micros(received[0])
-            if (least := min(times))[:16] == max(times)[:16]:
-                base = (at - _second_micros(least[:16] + ":00")) / 1e6
-                return [base - float(t[17:26]) for t in times]
-            return [(at - _second_micros(t[:19]) - int(t[20:26])) / 1e6 for t in times]
+        if received.count(received[0]) == len(received) and (
+            (least := min(times))[:16] == max(times)[:16]
+        ):
+            base = (_micros(received[0]) - _second_micros(least[:16] + ":00")) / 1e6
+            return [base - float(t[17:26]) for t in times]
         return [(_micros(r) - _second_micros(t[:19]) - int(t[20:26])) / 1e6
                 for r, t in zip(received, times, strict=True)]  # fmt: skip
 

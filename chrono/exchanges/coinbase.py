@@ -279,10 +279,9 @@ Columns = tuple[list[str], list[str], list[str | None], list[str | None], list[s
 
 
 def _plain(price: str, time: str, volume: str | None, bid: str | None, ask: str | None) -> bool:
-    """Whether a fast ticker's texts are plain decimals and a fixed-width time (one regex call,
-    ``_TEXTS``; a pattern of fewer parts when some amounts are missing)."""
-    if volume is not None and bid is not None and ask is not None:
-        return _TEXTS(f"{price},{volume},{bid},{ask},{time}") is not None
+    """Whether a fast ticker's texts are plain decimals and a fixed-width time, in one regex
+    call of as many parts as it has amounts (``parse_fast`` calls ``_TEXTS``, all three, itself:
+    the common case)."""
     present = [text for text in (volume, bid, ask) if text is not None]
     return _texts(len(present))(",".join((price, *present, time))) is not None
 

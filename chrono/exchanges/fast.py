@@ -90,18 +90,22 @@ class TextRules:
 
     def price_of_plain(self, symbol: str, text: str) -> Decimal | None:
         """``price`` of text that matched ``PLAIN_RE`` (so only the places are checked)."""
-        if (dot := text.find(".")) >= 0 and len(text) - dot - 1 > self._places:
+        if self._too_precise(text):
             return None
         return self._in_rules(symbol, Decimal(text))
 
     def price_text(self, symbol: str, text: str) -> bool:
         """Whether text that matched ``PLAIN_RE`` is a price every rule takes, without making
         its ``Decimal`` unless ``symbol`` has bounds."""
-        if (dot := text.find(".")) >= 0 and len(text) - dot - 1 > self._places:
+        if self._too_precise(text):
             return False
         if not text.strip("0."):
             return False  # zero: price_not_positive, for the full path to count
         return symbol not in self._bounds or self._in_rules(symbol, Decimal(text)) is not None
+
+    def _too_precise(self, text: str) -> bool:
+        """Whether plain decimal text has more places than the rules allow."""
+        return (dot := text.find(".")) >= 0 and len(text) - dot - 1 > self._places
 
     def _in_rules(self, symbol: str, value: Decimal) -> Decimal | None:
         if not value:

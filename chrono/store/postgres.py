@@ -424,11 +424,7 @@ def _copy(cur: Cursor[Any], statement: str, feeds: Sequence[PriceFeed], texts: b
     with cur.copy(statement) as copy:
         write = copy.write_row
         if isinstance(feeds, Feeds):  # the pipeline's: its columns are the rows' texts
-            f = feeds
-            rows = zip(f.symbols, f.prices, f.volumes, f.bids, f.asks, f.timestamps,
-                       f.received_texts, f.sources, f.worker_ids, f.metadata,
-                       strict=True)  # fmt: skip
-            for row in rows:
+            for row in zip(*feeds.row_columns(), strict=True):
                 write(row)
         elif texts:
             for feed in feeds:

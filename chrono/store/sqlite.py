@@ -135,9 +135,7 @@ def feed_columns(feeds: Sequence[PriceFeed], ingested_at: str) -> list[Any]:
     """The writer child's ``feeds`` request: ``ingested_at`` and every feed's text for SQLite,
     column by column (``Feeds``), so the rows are made by the child, on its own core
     (``sqlite_sql.row_params``)."""
-    f = Feeds.of(feeds)
-    return [ingested_at, f.symbols, f.prices, f.volumes, f.bids, f.asks, f.timestamps,
-            f.received_texts, f.sources, f.worker_ids, f.metadata]  # fmt: skip
+    return [ingested_at, *Feeds.of(feeds).row_columns()]
 
 
 def feed_params(feeds: Sequence[PriceFeed], ingested_at: str) -> list[Any]:
