@@ -164,6 +164,7 @@ def _run(args: argparse.Namespace) -> int:
         extra={"data": {"collectors": [c.worker_id for c in config.collectors]}},
     )
     gcpolicy.tune()
+    _raise_open_files_limit()
     try:
         trio.run(run_service, config)
     except ChronoError as exc:
@@ -179,6 +180,22 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     log.info("chrono stopped cleanly")
     return 0
+
+
+def _raise_open_files_limit() -> None:
+    """The soft limit on open files up to the hard one: each ``/stream`` client is a socket,
+    and ``[limits] stream_total`` (10,000) is past the usual soft limit of 1,024."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65_536 if hard == resource.RLIM_INFINITY else hard  # macOS refuses "infinity"
+    if soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("open files limit stays %d: %s", soft, exc)
+        else:
+            log.info("open files limit raised", extra={"data": {"from": soft, "to": want}})
 
 
 def _leaves(group: BaseExceptionGroup[ChronoError]) -> list[BaseException]:

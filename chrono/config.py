@@ -139,7 +139,7 @@ class LimitsConfig(_Section, frozen=True):
     admin_per_min: NonNegativeInt = 0
     unkeyed_per_min: NonNegativeInt = 600  # per client address
     stream_per_key: NonNegativeInt = 10  # open /stream connections per key
-    stream_total: NonNegativeInt = 1000  # open /stream connections in all
+    stream_total: NonNegativeInt = 10_000  # open /stream connections in all
 
 
 # "*", or a browser origin: scheme://host[:port], no path.
@@ -209,6 +209,24 @@ class ConsensusConfig(_Section, frozen=True):
     symbols: dict[str, SymbolConsensusConfig] = {}
 
 
+class StreamConfig(_Section, frozen=True):
+    """``/stream``: client queues, liveness, the replay ring, the consensus and status channels."""
+
+    queue_messages: PositiveInt = 1000  # per client; behind that far: newest per symbol only
+    send_timeout_s: Positive = 10.0  # behind (or a socket write blocked) this long: 1008
+    heartbeat_s: Positive = 30.0
+    ping_interval_s: Positive = 20.0  # WebSocket pings; no pong within pong_timeout_s: 1011
+    pong_timeout_s: Positive = 20.0
+    max_lifetime_s: Positive = 86_400.0  # then going_away and 1001; resume by seq
+    reconnect_after_ms: NonNegativeInt = 5000  # going_away suggests a random wait below this
+    replay_max_updates: PositiveInt = 100_000  # the ring since_seq replays from
+    replay_max_age_s: Positive = 300.0
+    consensus_check_ms: PositiveInt = 500  # how often the consensus channel recomputes
+    consensus_interval_ms: PositiveInt = 5000  # an update at least this often ...
+    consensus_deviation_bps: Annotated[float, msgspec.Meta(ge=0)] = 5.0  # ... or moved this far
+    status_check_ms: PositiveInt = 1000  # how often source, symbol and store states are read
+
+
 class FtsoConfig(_Section, frozen=True):
     """Flare FTSOv2 feed-value endpoints (``POST /feed-values/...``)."""
 
@@ -265,6 +283,7 @@ class Config(_Section, frozen=True):
     service: ServiceConfig = ServiceConfig()
     consensus: ConsensusConfig = ConsensusConfig()
     ftso: FtsoConfig = FtsoConfig()
+    stream: StreamConfig = StreamConfig()
     collectors: list[CollectorConfig] = []
 
     def symbols(self) -> list[str]:

@@ -216,10 +216,17 @@ def _pipeline(s: Scrape) -> Iterator[Metric]:
     yield _gauge("chrono_intake_queued_lists", "Feed lists waiting for the fan-out",
                  p.intake_queued)  # fmt: skip
     yield _gauge("chrono_stream_clients", "Open /stream connections", p.stream.clients)
-    yield _counter("chrono_stream_messages_dropped", "Messages a slow /stream client lost",
+    yield _counter("chrono_stream_messages_dropped", "Updates a slow /stream client did not "
+                   "get: superseded while conflating, or lost when cut off",
                    p.stream.dropped)  # fmt: skip
-    yield _counter("chrono_stream_clients_cut_off", "Slow /stream clients closed",
+    yield _counter("chrono_stream_clients_cut_off", "Slow /stream clients closed with 1008",
                    p.stream.cut_off)  # fmt: skip
+    yield _gauge("chrono_stream_clients_lagging", "/stream clients behind now (conflating)",
+                 p.stream.lagging)  # fmt: skip
+    yield _counter("chrono_stream_updates", "Updates sent to at least one /stream client",
+                   p.stream.published)  # fmt: skip
+    yield _gauge("chrono_stream_replay_updates", "Updates the /stream replay ring holds",
+                 p.stream.replay_updates)  # fmt: skip
     yield _histogram("chrono_received_to_stored_seconds", "Receipt to store commit, per feed",
                      [((), s.stored_latency)])  # fmt: skip
     yield _histogram("chrono_received_to_streamed_seconds", "Receipt to the /stream queues, per "

@@ -6,7 +6,7 @@
     ├─ signal watcher: first SIGINT/SIGTERM drains; a second (or a drain past its deadline)
     │  raises ShutdownAborted, so the process exits 1
     ├─ supervisor ─ HTTP/WS server (hypercorn trio worker, quart-trio app)
-    ├─ supervisor ─ stream hub (heartbeats)
+    ├─ supervisor ─ stream hub (heartbeats, cut-offs, consensus and status channels)
     ├─ supervisor ─ consensus snapshots (every [consensus] snapshot_interval_s)
     └─ pipeline nursery
        ├─ supervisor ─ fan-out ─┐ intake (bounded) -> latest prices, stream hub, batcher
@@ -35,6 +35,7 @@ from chrono import __version__
 from chrono.api import ApiContext, create_app, serve_http
 from chrono.api.auth import Keys
 from chrono.api.limits import Limiter
+from chrono.api.schema import consensus_row
 from chrono.collect import CollectorStats, ConnectBudgets, run_collector
 from chrono.config import Config
 from chrono.consensus.snapshots import SnapshotTaker
@@ -46,7 +47,6 @@ from chrono.model import time_text, utc_now
 from chrono.pipeline.batcher import Batcher
 from chrono.pipeline.fanout import FanOut
 from chrono.pipeline.latest import LatestPrices
-from chrono.pipeline.stream import StreamHub
 from chrono.pipeline.writer import IngestWriter
 from chrono.readiness import Readiness, readiness
 from chrono.status import (
@@ -58,6 +58,8 @@ from chrono.status import (
 )
 from chrono.store import Store, open_store
 from chrono.store.spool import Spool
+from chrono.stream import ChannelValue, StreamHub
+from chrono.stream.messages import encode_text
 from chrono.supervise import ChildStats, RestartPolicy, supervise
 
 log = logging.getLogger(__name__)
@@ -85,7 +87,15 @@ class Service:
         self.started_at = utc_now()
         self.state = "starting"
         self.latest = LatestPrices()
-        self.hub = StreamHub()
+        self.aggregator = Aggregator(config, self.latest, self.store)
+        configured = set(config.symbols())
+        self.hub = StreamHub(
+            config.stream,
+            self.latest,
+            known=lambda symbol: symbol in configured or bool(self.latest.by_source(symbol)),
+            consensus=self._stream_consensus,
+            states=self.stream_states,
+        )
         self._intake_send, intake = trio.open_memory_channel[Feeds](INTAKE_LISTS)
         to_batcher, batcher_in = trio.open_memory_channel[Feeds](TO_BATCHER_LISTS)
         to_writer, writer_in = trio.open_memory_channel[Feeds](TO_WRITER_BATCHES)
@@ -112,7 +122,6 @@ class Service:
             budget=sup.restart_budget,
             window_s=sup.budget_window_s,
         )
-        self.aggregator = Aggregator(config, self.latest, self.store)
         settle_s = config.batch.max_interval_ms / 1000 + SNAPSHOT_SETTLE_MARGIN_S
         self.snapshots = SnapshotTaker(
             self.aggregator, self.store, self.store, config.symbols(),
@@ -187,7 +196,7 @@ class Service:
     async def _run(self, task_status: trio.TaskStatus[int]) -> None:
         app = create_app(self.api)
         stopping = self.api.stopping
-        serve = partial(serve_http, app, self.config.server, stopping)
+        serve = partial(serve_http, app, self.config.server, stopping, self.config.stream)
         heartbeats, snapshotting = trio.CancelScope(), trio.CancelScope()
         async with trio.open_nursery() as root:
             # returns once first serving; a restart's port is in children["http"].started_value
@@ -230,6 +239,35 @@ class Service:
                         await trio.sleep_forever()  # until stop(): ingest may feed the intake
             for stats in self.collectors:
                 stats.state = "stopped"
+
+    async def _stream_consensus(self, symbols: list[str]) -> list[ChannelValue]:
+        """The consensus channel's values: each live consensus as ``/aggregates/consensus``
+        gives it."""
+        return [
+            ChannelValue(
+                c.symbol,
+                None if c.price is None else float(c.price),
+                c.status,
+                encode_text({"data": consensus_row(c)}),
+            )
+            for c in await self.aggregator.live(symbols)
+        ]
+
+    def stream_states(self) -> dict[str, str]:
+        """The status channel's subjects and their states now: each source up while one of its
+        collectors streams, each configured symbol fresh while a source's newest feed is younger
+        than ``[consensus] max_age_ms``, the store up while the writer is healthy."""
+        states: dict[str, str] = {}
+        for c in self.collectors:
+            up = c.state == "streaming" or states.get(f"source:{c.exchange}") == "up"
+            states[f"source:{c.exchange}"] = "up" if up else "down"
+        oldest = utc_now() - timedelta(milliseconds=self.config.consensus.max_age_ms)
+        for symbol in self.config.symbols():
+            newest = max((f.received_at for f in self.latest.by_source(symbol).values()),
+                         default=None)  # fmt: skip
+            states[f"symbol:{symbol}"] = "fresh" if newest and newest >= oldest else "stale"
+        states["store"] = "up" if self.writer.healthy else "down"
+        return states
 
     def status(self) -> StatusReport:
         return StatusReport(

@@ -16,9 +16,9 @@ from chrono.consensus.snapshots import SnapshotStatistics
 from chrono.pipeline.batcher import BatcherStatistics
 from chrono.pipeline.fanout import FanOutStatistics
 from chrono.pipeline.latest import LatestStatistics
-from chrono.pipeline.stream import StreamStatistics
 from chrono.pipeline.writer import WriterStatistics
 from chrono.store.base import StoreStatistics
+from chrono.stream.hub import StreamStatistics
 from chrono.supervise import ChildStatistics
 
 

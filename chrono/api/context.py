@@ -25,10 +25,10 @@ from chrono.feeds import Feeds
 from chrono.metrics import HttpStats
 from chrono.model import FeedKey, FeedRules, is_canonical_symbol
 from chrono.pipeline.latest import LatestPrices
-from chrono.pipeline.stream import StreamHub
 from chrono.readiness import Readiness
 from chrono.status import StatusReport
 from chrono.store import StoreReader, StoreWriter
+from chrono.stream.hub import StreamHub
 
 S = TypeVar("S", bound=msgspec.Struct)
 

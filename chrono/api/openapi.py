@@ -142,7 +142,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Quart's static files route: Chrono ships none", {}, errors=(404,)
     ),
     ("GET", "/stream"): Operation(
-        "WebSocket: live price_update messages (a plain GET is refused)",
+        "WebSocket: live prices, consensus and status with snapshots, seq and resume "
+        "(docs/stream.md; a plain GET is refused)",
         {101: None},
         errors=(400,),
         parameters=(_STREAM_KEY,),

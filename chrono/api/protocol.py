@@ -33,6 +33,9 @@ hypercorn's ``H11Protocol``; each override exists for one reason:
   ``nc -N`` and some HTTP/1.0 clients do) is still answered. hypercorn took its end of input for
   a closed connection and cancelled the app mid-answer: about half such answers were cut or
   lost. Now the reader waits for the answer (up to ``HALF_CLOSED_ANSWER_S``) before closing.
+- ``_create_stream`` also gives a WebSocket's app ``scope["extensions"]["chrono.abort"]``, an
+  async callable that drops the connection: ``/stream`` cuts a client whose writes block with it
+  (a close frame cannot pass a full socket, and hypercorn's writes cannot be cancelled).
 - ``send`` (the callback into ``TCPServer``): restarting the keep-alive timer when a response
   ends runs in the app's task, which quart-trio cancels at that very moment; unshielded, the
   restart was lost and an idle keep-alive connection was never closed.
@@ -66,6 +69,7 @@ from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.events import EndBody, Response
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.ws_stream import WSStream
 from hypercorn.trio.tcp_server import TCPServer
 
 from chrono.api.errors import SAFE_HEADERS, ApiError, ErrorCode, error_body, request_id_of
@@ -78,6 +82,7 @@ log = logging.getLogger(__name__)
 REQUEST_HEAD_TIMEOUT_S = 10.0
 # The whole head, as h11 buffers it (hypercorn's default, made explicit). Over it: 431, or 414
 # when the request line alone is longer.
+ABORT_EXTENSION = "chrono.abort"  # scope["extensions"]: drop a WebSocket connection now
 MAX_HEAD_BYTES = 16 * 1024
 # A request target longer than this is 414 even when the head fits. Chrono's longest URLs
 # (/prices/latest with 100 symbols) are about 1.2 KB.
@@ -317,6 +322,14 @@ class ChronoH11Protocol(H11Protocol):
     async def _create_stream(self, request: h11.Request) -> None:
         if not self._rejected:  # a rejected request never reaches the app
             await super()._create_stream(request)
+            scope = getattr(self.stream, "scope", None)  # a WebSocket's, its app not yet run
+            if isinstance(self.stream, WSStream) and scope is not None:
+                scope.setdefault("extensions", {})[ABORT_EXTENSION] = self._abort
+
+    async def _abort(self) -> None:
+        """Drop the connection now: closing the socket ends even a write blocked on a client
+        that stopped reading (hypercorn writes in a shielded scope, docs/stack.md, trap 1)."""
+        await self._send_to_server(Closed())
 
     # -- hypercorn's own bodiless errors from its streams -----------------------------------
 

@@ -19,12 +19,13 @@ from hypercorn.config import Sockets
 from hypercorn.trio import serve
 
 from chrono.api import protocol, ws_protocol
-from chrono.config import ServerConfig
+from chrono.config import ServerConfig, StreamConfig
 from chrono.errors import Unrecoverable
 
 
 class _Config(protocol.ChronoConfig):
     tcp_user_timeout_ms = 10_000
+    websocket_pong_timeout: float | None = None  # read by chrono.api.ws_protocol
     bound: Sockets | None = None  # bound ahead by serve_http, to report a busy port itself
 
     def create_sockets(self) -> Sockets:
@@ -39,7 +40,7 @@ class _Config(protocol.ChronoConfig):
         return sockets
 
 
-def hypercorn_config(server: ServerConfig) -> _Config:
+def hypercorn_config(server: ServerConfig, stream: StreamConfig | None = None) -> _Config:
     config = _Config()
     config.bind = [f"{server.host}:{server.port}"]
     config.graceful_timeout = server.graceful_timeout_s
@@ -49,6 +50,9 @@ def hypercorn_config(server: ServerConfig) -> _Config:
     config.errorlog = logging.getLogger("hypercorn.error")  # into our own handlers
     config.keep_alive_max_requests = 100_000
     config.websocket_max_message_size = server.stream_max_message_bytes  # over it: 1009
+    if stream is not None:  # pings, and 1011 for a client whose pong does not come in time
+        config.websocket_ping_interval = stream.ping_interval_s
+        config.websocket_pong_timeout = stream.pong_timeout_s
     return config
 
 
@@ -67,6 +71,7 @@ async def serve_http(
     app: Any,
     server: ServerConfig,
     stopping: trio.Event,
+    stream: StreamConfig | None = None,
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -76,7 +81,7 @@ async def serve_http(
     """
     protocol.install()
     ws_protocol.install()
-    config = hypercorn_config(server)
+    config = hypercorn_config(server, stream)
     try:
         sockets = config.create_sockets()
     except OSError as exc:

@@ -1,16 +1,24 @@
-"""``/stream``: live ``price_update`` messages over a WebSocket.
+"""``/stream``: the WebSocket side of the stream hub (``chrono.stream``).
 
 Auth by ``?key=`` or a first message ``{"action": "auth", "key": ...}`` (within
-``AUTH_TIMEOUT_S``). Clients send ``{"action": "subscribe" | "unsubscribe", "symbols": [...]}``
-and get ``{"type": "subscribed", "symbols": [...]}`` back; a bad command is answered with an
-``error`` message and the stream stays open. Every message Chrono sends is JSON in a text frame.
-A client's message is JSON in a text frame; a binary frame is read as the UTF-8 text it carries
-(one that is not UTF-8 is a bad command). Close codes: 1001 when the service stops or the hub
-cuts a slow client off, 1008 for a refused key, 1009 for a message over ``[server]
-stream_max_message_bytes``, 1011 when the handler fails, 1013 (try again later) for a good key
-over a limit: its rate limit (a connection takes a token, as a request does), or ``[limits]
-stream_per_key`` / ``stream_total`` open streams (``Limiter.open_stream``). A refused client,
-whatever the reason, gets an ``error`` message first and is never counted by the hub.
+``AUTH_TIMEOUT_S``). Then commands ``{"action": "subscribe" | "unsubscribe", "id"?, "symbols":
+[...], "channel"?: "prices" | "consensus" | "status", "min_interval_ms"?, "deviation_bps"?,
+"heartbeat_ms"?, "since_seq"?, "batch"?}``, each answered with its ``id``: ``subscribed`` (the
+channel's symbols now, those this command accepted, the ``unknown`` and ``invalid`` ones, and the
+hub's ``seq``), or an ``error`` naming the field. A bad command, or a bad symbol, never closes the
+stream. docs/architecture.md ("/stream") has the whole protocol.
+
+Every message Chrono sends is JSON in a text frame; one task (``_pump``) writes them all, in the
+order the hub queued them, so a reply always comes before its snapshot and the snapshot before
+the updates. A client's message is JSON in a text frame; a binary frame is read as the UTF-8
+text it carries (one that is not UTF-8 is a bad command). Close codes: 1001 when the service
+stops or the connection's lifetime ends (after ``going_away``), 1008 for a refused key or a
+client cut off for being too slow, 1009 for a message over ``[server]
+stream_max_message_bytes``, 1011 when the handler fails or no pong came in time
+(``chrono.api.ws_protocol``), 1013 (try again later) for a good key over a limit: its rate limit
+(a connection takes a token, as a request does), or ``[limits] stream_per_key`` /
+``stream_total`` open streams (``Limiter.open_stream``). A refused client, whatever the reason,
+gets an ``error`` message first and is never counted by the hub.
 
 The handler accepts at once (Quart accepts lazily, which would leave the client hanging in the
 handshake: docs/stack.md, trap 2), and leaves by closing with one of those codes instead of
@@ -26,7 +34,8 @@ hypercorn itself enforces the size limit as a message arrives (its
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
 
 import msgspec
 import trio
@@ -34,15 +43,18 @@ from quart import g, websocket
 from quart_trio import QuartTrio
 
 from chrono.api.auth import ApiKey, Role
-from chrono.api.context import ApiContext
+from chrono.api.context import ApiContext, msgspec_problem
 from chrono.api.errors import ApiError, ErrorCode
 from chrono.api.limits import StreamSlot
+from chrono.api.protocol import ABORT_EXTENSION
 from chrono.api.ws_protocol import utf8_length
-from chrono.model import is_canonical_symbol
-from chrono.pipeline.stream import StreamClient, encode_text
+from chrono.stream import messages
+from chrono.stream.client import PRICES, STATUS, StreamClient, Throttle
+from chrono.stream.hub import Subscribed
 
 AUTH_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 1.0  # a close frame that cannot go out by then is given up on
+MAX_SUBSCRIPTIONS = 1000  # per connection, all channels: what a client holds stays bounded
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
@@ -52,9 +64,19 @@ TRY_AGAIN_LATER = 1013
 log = logging.getLogger(__name__)
 
 
+Ms = Annotated[int, msgspec.Meta(ge=0, le=86_400_000)]
+
+
 class Command(msgspec.Struct, forbid_unknown_fields=True):
     action: Literal["auth", "subscribe", "unsubscribe"]
-    symbols: list[str] = []
+    id: str | int | None = None
+    symbols: list[Any] = []  # anything: a symbol that is not BASE/QUOTE is listed as invalid
+    channel: Literal["prices", "consensus", "status"] = PRICES
+    min_interval_ms: Ms = 0
+    deviation_bps: Annotated[float, msgspec.Meta(gt=0, le=10_000)] | None = None
+    heartbeat_ms: Annotated[int, msgspec.Meta(ge=1, le=86_400_000)] = 60_000
+    since_seq: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    batch: bool | None = None  # updates bundled in ``price_updates`` frames, from now on
     key: str | None = None
 
 
@@ -65,8 +87,16 @@ class _TooBig(Exception):
 _decode = msgspec.json.Decoder(Command).decode
 
 
+class _Bad(Exception):
+    """A command that cannot be applied: answered with an ``error`` naming ``field``."""
+
+    def __init__(self, message: str, field: str | None = None, id: Any = None) -> None:
+        super().__init__(message)
+        self.message, self.field, self.id = message, field, id
+
+
 def _error(code: str, message: str) -> str:
-    return encode_text({"type": "error", "error": {"code": code, "message": message}})
+    return messages.error(code, message)
 
 
 def register(app: QuartTrio, ctx: ApiContext) -> None:
@@ -80,8 +110,26 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
         except* Exception:  # once accepted, an error must not reach hypercorn (it sends a 400)
             log.exception("stream handler failed")
             code, reason = INTERNAL_ERROR, "internal error"
-        with trio.move_on_after(CLOSE_TIMEOUT_S):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_drop_after, CLOSE_TIMEOUT_S)  # a close frame stuck in a full socket
             await websocket.close(code, reason)
+            nursery.cancel_scope.cancel()
+
+
+async def _drop_after(delay_s: float) -> None:
+    """Drop the connection in ``delay_s``: hypercorn's writes cannot be cancelled, so a client
+    that stopped reading would hold the handler (and its place in the hub) until TCP gives up."""
+    await trio.sleep(delay_s)
+    extensions: dict[str, Any] = websocket.scope.get("extensions") or {}
+    abort: Callable[[], Awaitable[None]] | None = extensions.get(ABORT_EXTENSION)
+    if abort is not None:
+        await abort()
+
+
+async def _drop_when_cut(client: StreamClient) -> None:
+    """A client cut off while its write blocks: dropped once its 1008 has had its chance."""
+    await client.cut_event.wait()
+    await _drop_after(CLOSE_TIMEOUT_S)
 
 
 async def _serve_client(ctx: ApiContext) -> tuple[int, str]:
@@ -103,9 +151,10 @@ async def _serve_client(ctx: ApiContext) -> tuple[int, str]:
     with slot, ctx.hub.connected() as client:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_read_commands, ctx, client)
-            await _pump(client)
+            nursery.start_soon(_drop_when_cut, client)
+            ended = await _pump(client)
             nursery.cancel_scope.cancel()
-    return GOING_AWAY, "server going away"
+    return ended
 
 
 async def _receive(ctx: ApiContext) -> str | bytes:
@@ -152,41 +201,114 @@ async def _first_message(ctx: ApiContext) -> str | bytes | None:
     return first
 
 
-async def _pump(client: StreamClient) -> None:
-    """Queue -> socket, until the hub ends the queue (the service stops, or cut off)."""
-    async for message in client.messages:
-        await websocket.send(message)
+async def _pump(client: StreamClient) -> tuple[int, str]:
+    """Queue -> socket, until the hub ends the stream; the close code and reason."""
+    while (batch := await client.next_batch()) is not None:
+        for frame in messages.frames(batch, client.batch):
+            client.sending_since = trio.current_time()  # the hub cuts a write stuck too long
+            try:
+                await websocket.send(frame)
+            finally:
+                client.sending_since = None
+            if client.cut:
+                break
+    assert client.ended is not None
+    return client.ended
 
 
 async def _read_commands(ctx: ApiContext, client: StreamClient) -> None:
     while True:
-        await websocket.send(_answer(client, await _receive(ctx)))
+        raw = await _receive(ctx)
+        try:
+            await _apply(ctx, client, raw)
+        except _Bad as bad:
+            client.put_control(
+                messages.error("VALIDATION_ERROR", bad.message, id=bad.id, field=bad.field)
+            )
 
 
 def _parse(raw: str | bytes) -> Command | str:
     """The command, or what is wrong with it."""
+    try:
+        return _command(raw)
+    except _Bad as bad:
+        return bad.message
+
+
+def _command(raw: str | bytes) -> Command:
+    """The command, or ``_Bad`` naming the field at fault (and the command's id, if it has one)."""
     if isinstance(raw, bytes):
         try:
             raw = raw.decode()
         except UnicodeDecodeError:
-            return "bad message: a binary message must carry UTF-8 JSON"
+            raise _Bad("bad message: a binary message must carry UTF-8 JSON") from None
     try:
         return _decode(raw)
     except msgspec.DecodeError as exc:
-        return f"bad message: {exc}"
+        name, code, detail = msgspec_problem(str(exc))
+        field = name.split("[")[0] or None
+        message = f"{field}: {detail}" if field and code == "invalid_value" else detail
+        raise _Bad(f"bad message: {message}", field, _id_of(raw)) from None
 
 
-def _answer(client: StreamClient, raw: str | bytes) -> str:
-    """Apply one command; the answer lists all the client's symbols (or says what was wrong)."""
-    command = _parse(raw)
-    if isinstance(command, str):
-        return _error("VALIDATION_ERROR", command)
-    symbols = [s.upper() for s in command.symbols]
-    bad = [s for s in symbols if not is_canonical_symbol(s)]
-    if bad:
-        return _error("VALIDATION_ERROR", f"not BASE/QUOTE symbols: {bad}")
-    if command.action == "subscribe":
-        client.symbols.update(symbols)
-    elif command.action == "unsubscribe":
-        client.symbols.difference_update(symbols)
-    return encode_text({"type": "subscribed", "symbols": sorted(client.symbols)})
+def _id_of(raw: str) -> Any:
+    """A malformed command's ``id``, if it has a usable one, to echo in the error."""
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    found = value.get("id") if isinstance(value, dict) else None
+    return found if isinstance(found, str | int) and not isinstance(found, bool) else None
+
+
+async def _apply(ctx: ApiContext, client: StreamClient, raw: str | bytes) -> None:
+    """One command: the hub queues the answer (and the snapshot, or the replay)."""
+    command = _command(raw)
+    if command.batch is not None:
+        client.batch = command.batch
+    channel, id = command.channel, command.id
+    if command.action == "auth":
+        raise _Bad("already authenticated", "action", id)
+    if command.action == "unsubscribe":
+        ctx.hub.unsubscribe(client, channel, [_upper(s) for s in command.symbols])
+        client.put_control(_subscribed(ctx, client, channel, id, Subscribed([], [], [])))
+        return
+    if command.deviation_bps is not None and channel == STATUS:
+        raise _Bad("deviation_bps: the status channel has no price", "deviation_bps", id)
+    if len(client.subscriptions) + len(command.symbols) > MAX_SUBSCRIPTIONS:
+        raise _Bad(
+            f"symbols: at most {MAX_SUBSCRIPTIONS} subscriptions per connection", "symbols", id
+        )
+    throttle = Throttle(
+        command.min_interval_ms / 1000,
+        None if command.deviation_bps is None else command.deviation_bps / 10_000,
+        command.heartbeat_ms / 1000,
+    )
+
+    def reply(result: Subscribed) -> str:
+        return _subscribed(ctx, client, channel, id, result)
+
+    await ctx.hub.subscribe(
+        client, channel, command.symbols, throttle, since_seq=command.since_seq, reply=reply
+    )
+
+
+def _upper(symbol: Any) -> Any:
+    return symbol.upper() if isinstance(symbol, str) else symbol
+
+
+def _subscribed(
+    ctx: ApiContext, client: StreamClient, channel: str, id: Any, result: Subscribed
+) -> str:
+    answer: dict[str, Any] = {"type": "subscribed"}
+    if id is not None:
+        answer["id"] = id
+    answer.update(
+        channel=channel,
+        symbols=client.symbols(channel),
+        accepted=result.symbols,
+        unknown=result.unknown,
+        invalid=result.invalid,
+        seq=ctx.hub.seq,
+    )
+    return messages.encode_text(answer)

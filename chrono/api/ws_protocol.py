@@ -1,6 +1,6 @@
 """hypercorn's WebSocket path, made safe for hostile clients (``/stream``).
 
-``install()`` applies four fixes to hypercorn 0.18, each reproduced by a probe (its docstring
+``install()`` applies five fixes to hypercorn 0.18, each reproduced by a probe (its docstring
 lists them; docs/stack.md, trap 11); ``chrono.api.server`` calls it beside
 ``chrono.api.protocol.install()`` and sets hypercorn's ``websocket_max_message_size`` from
 ``[server] stream_max_message_bytes``.
@@ -11,6 +11,7 @@ They lean on hypercorn's private names, those of the pin in pyproject.toml
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Awaitable, Callable
 from io import BytesIO, StringIO
 from typing import Any
@@ -28,8 +29,11 @@ from hypercorn.typing import (
     ASGISendEvent,
     Scope,
 )
-from wsproto.events import Message, TextMessage
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection, Message, Ping, Pong, TextMessage
 from wsproto.extensions import PerMessageDeflate
+
+MESSAGE_TOO_BIG, INTERNAL_ERROR = 1009, 1011
 
 
 def utf8_length(data: str | bytes) -> int:
@@ -45,7 +49,7 @@ class _NoDeflate(PerMessageDeflate):
 
 
 def install() -> None:
-    """Four fixes to hypercorn 0.18's WebSocket path; calling it again does nothing.
+    """Five fixes to hypercorn 0.18's WebSocket path; calling it again does nothing.
 
     1. ``WebsocketBuffer`` gathers a message's frames and compares the total with
        ``websocket_max_message_size`` only after storing each piece, and once over the limit it
@@ -67,6 +71,11 @@ def install() -> None:
     4. hypercorn accepts permessage-deflate whenever a client offers it (browsers always do):
        a compressed message inflates in one piece, whatever the limit (16 KB on the wire,
        48 MB in memory), and every update is compressed again for every client. Declined here.
+    5. hypercorn pings every ``websocket_ping_interval`` but ignores the pongs: a connection
+       whose peer vanished without a FIN (a NAT dropped it, a laptop slept) stayed open, and a
+       ``/stream`` client counted, until TCP gave up. Here a ping without a pong within
+       ``websocket_pong_timeout`` closes the connection with 1011 (``_handle_events`` is
+       rewritten whole for the pongs, fix 2 inside it; ``_send_pings`` replaced).
     """
     buffer_class = ws_stream.WebsocketBuffer
     if getattr(buffer_class.extend, "_chrono", False):
@@ -82,12 +91,57 @@ def install() -> None:
             self.value = StringIO() if isinstance(event, TextMessage) else BytesIO()
         self.value.write(data)
 
-    original_handle_events = ws_stream.WSStream._handle_events
+    async def _handle_events(self: ws_stream.WSStream) -> None:  # hypercorn's, and fixes 2, 5
+        for event in self.connection.events():
+            if isinstance(event, Message):
+                try:
+                    self.buffer.extend(event)
+                except ws_stream.FrameTooLargeError:
+                    await self._send_wsproto_event(CloseConnection(code=MESSAGE_TOO_BIG))
+                    if not self.closed:  # fix 2: the app hears it, the connection closes
+                        await self.send(StreamClosed(stream_id=self.stream_id))
+                    break
+                if event.message_finished:
+                    assert self.app_put is not None  # set once the handshake is accepted
+                    await self.app_put(self.buffer.to_message())
+                    self.buffer.clear()
+            elif isinstance(event, Ping):
+                await self._send_wsproto_event(event.response())
+            elif isinstance(event, Pong):
+                self._chrono_pong_at = trio.current_time()  # type: ignore[attr-defined]
+            elif isinstance(event, CloseConnection):
+                if self.connection.state == ConnectionState.REMOTE_CLOSING:
+                    await self._send_wsproto_event(event.response())
+                await self.send(StreamClosed(stream_id=self.stream_id))
 
-    async def _handle_events(self: ws_stream.WSStream) -> None:
-        await original_handle_events(self)
-        if self.buffer.length > self.buffer.max_length and not self.closed:
-            await self.send(StreamClosed(stream_id=self.stream_id))  # hypercorn sent the 1009
+    async def _send_pings(self: ws_stream.WSStream) -> None:  # fix 5
+        interval = float(self.config.websocket_ping_interval or 0)
+        timeout = getattr(self.config, "websocket_pong_timeout", None)
+        with trio.CancelScope() as pinging:  # cancelled as the stream closes (handle, below)
+            self._chrono_pinging = pinging  # type: ignore[attr-defined]
+            while not self.closed:
+                await trio.sleep(interval)
+                pinged = trio.current_time()
+                await self._send_wsproto_event(Ping())
+                if timeout is None:
+                    continue
+                await trio.sleep(timeout)
+                if getattr(self, "_chrono_pong_at", -math.inf) < pinged:
+                    reason = f"no pong within {timeout:g} s"
+                    close = CloseConnection(code=INTERNAL_ERROR, reason=reason)
+                    await self._send_wsproto_event(close)
+                    await self.send(StreamClosed(stream_id=self.stream_id))
+                    return
+
+    original_handle = ws_stream.WSStream.handle
+
+    async def handle(self: ws_stream.WSStream, event: Any) -> None:
+        try:
+            await original_handle(self, event)
+        finally:
+            pinging: trio.CancelScope | None = getattr(self, "_chrono_pinging", None)
+            if self.closed and pinging is not None:
+                pinging.cancel()  # else the connection's task group waits out its sleep
 
     async def spawn_app(
         self: task_group.TaskGroup,
@@ -142,5 +196,7 @@ def install() -> None:
     extend._chrono = True  # type: ignore[attr-defined]
     buffer_class.extend = extend  # type: ignore[method-assign]
     ws_stream.WSStream._handle_events = _handle_events  # type: ignore[method-assign]
+    ws_stream.WSStream._send_pings = _send_pings  # type: ignore[method-assign]
+    ws_stream.WSStream.handle = handle  # type: ignore[method-assign]
     task_group.TaskGroup.spawn_app = spawn_app  # type: ignore[method-assign]
     ws_stream.PerMessageDeflate = _NoDeflate  # type: ignore[attr-defined]

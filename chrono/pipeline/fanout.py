@@ -13,7 +13,7 @@ from chrono.feeds import Feeds
 from chrono.model import FeedKey, RecentKeys
 from chrono.pipeline.channels import with_queued
 from chrono.pipeline.latest import LatestPrices
-from chrono.pipeline.stream import StreamHub
+from chrono.stream.hub import StreamHub
 
 
 class FanOutStatistics(msgspec.Struct, frozen=True, kw_only=True):
