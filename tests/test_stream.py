@@ -29,6 +29,7 @@ from chrono.feeds import Feeds
 from chrono.model import PriceFeed, utc_now
 from chrono.service import Service
 from chrono.stream import StreamClient, StreamHub, Throttle
+from chrono.testing.simulators.coinbase import CoinbaseSimulator
 from tests.conftest import PUBLIC_KEY, service_config
 from tests.test_stream_probe import TEXT, RawWebSocket
 from tests.waiting import wait_until
@@ -452,3 +453,32 @@ async def test_a_bad_command_is_answered_with_its_id_and_the_field_and_the_strea
             assert (reply["id"], reply["symbols"]) == (11, ["BTC/USD"])
             await send(ws, action="unsubscribe", id=12)  # no symbols: the whole channel
             assert (await receive(ws, "subscribed"))["symbols"] == []
+
+
+async def test_the_status_channel_reports_a_source_going_down_and_up(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    sim = CoinbaseSimulator()
+    await nursery.start(sim.serve)
+    collector = {"exchange": "coinbase", "symbols": ["BTC/USD"], "url": sim.url,
+                 "backoff_initial_s": 0.5, "backoff_max_s": 0.5}  # fmt: skip
+    config = service_config(tmp_path, stream=STREAM, collectors=[collector])
+    service = Service(config)
+    port = await nursery.start(service.run)
+    with trio.fail_after(20):
+        async with connect(f"ws://127.0.0.1:{port}/stream?key={PUBLIC_KEY}") as ws:
+            await subscribe(ws, channel="status")  # no symbols: the source and store events
+            states: list[tuple[str, str]] = []
+
+            async def until(state: tuple[str, str]) -> None:
+                while state not in states:
+                    message = await receive(ws, "status_update")
+                    assert message["kind"] in ("source", "store"), message
+                    states.append((message["name"], message["state"]))
+
+            await until(("coinbase", "up"))
+            sim.reject_connections(5, status=503)
+            sim.drop_connections()
+            await until(("coinbase", "down"))
+            await until(("coinbase", "up"))  # reconnected after the refusals
+    service.stop()

@@ -133,7 +133,7 @@ class StreamClient:
             elif len(queue) >= self.limit:
                 self.lagging_since = now
             return
-        if key in self.newest:
+        if self.newest.pop(key, None) is not None:  # re-added last: the batch stays in seq order
             self.dropped += 1
         self.newest[key] = message
 

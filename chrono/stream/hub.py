@@ -192,18 +192,13 @@ class StreamHub:
             client.put_control(message)
 
     def unsubscribe(self, client: StreamClient, channel: str, symbols: list[str]) -> None:
-        """Symbols off ``channel``; no symbols: the whole channel."""
+        """Symbols off ``channel``; no symbols: the whole channel (on ``status``, the source and
+        store events too)."""
         drop = set(symbols) if symbols else {s for c, s in client.subscriptions if c == channel}
         for symbol in drop:
             sub = client.subscriptions.pop((channel, symbol), None)
             if sub is not None:
                 self._unwatch(sub)
-        if channel == STATUS and not client.symbols(STATUS):
-            sub = client.subscriptions.pop((STATUS, ALL), None)
-            if sub is not None and not symbols:
-                self._unwatch(sub)
-            elif sub is not None:
-                client.subscriptions[STATUS, ALL] = sub  # its own events stay until all go
 
     def _unwatch(self, sub: Subscription) -> None:
         watchers = self._watch[sub.channel].get(sub.symbol)
