@@ -61,6 +61,7 @@ from chrono.store.spool import Spool
 from chrono.stream import ChannelValue, StreamHub
 from chrono.stream.messages import encode_text
 from chrono.supervise import ChildStats, RestartPolicy, supervise
+from chrono.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ INTAKE_LISTS = 64
 TO_BATCHER_LISTS = 16  # lists of up to MERGE_MAX_FEEDS the fan-out may run ahead of the batcher
 TO_WRITER_BATCHES = 100  # up to WRITE_MAX_FEEDS of 100-feed batches: merged, the loop runs on
 SNAPSHOT_SETTLE_MARGIN_S = 1.0  # beyond the batch interval, for a snapshot's feeds to be stored
+STATUS_EVERY_S = 5.0  # a STATUS= line for systemctl status, under systemd
 
 
 class ShutdownAborted(ChronoError):
@@ -151,6 +153,9 @@ class Service:
         )
         self._collecting = trio.CancelScope()
         self.http_port = 0
+        self.notifier = Notifier()  # systemd's READY, STATUS, WATCHDOG, STOPPING; or nothing
+        self._progress_seen = -1  # the fan-out's feeds_in at the watchdog's last look
+        self._rate_mark = (0.0, 0)  # (trio time, feeds_in) at the last STATUS line
 
     def _supervised(self, name: str, child: Child) -> Child:
         stats = self.children[name] = ChildStats(name)
@@ -168,6 +173,7 @@ class Service:
         """Begin the drain: stop collecting; everything received is still written."""
         if self.state == "running":
             self.state = "draining"
+            self.notifier.stopping()
         self._collecting.cancel()
 
     async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -181,6 +187,7 @@ class Service:
         try:
             await self._run(task_status)
         finally:
+            self.notifier.close()
             with trio.CancelScope(shield=True):
                 await self.store.aclose()
         log.info("drained", extra={"data": {"feeds_written": self.writer.feeds_written}})
@@ -197,13 +204,19 @@ class Service:
         app = create_app(self.api)
         stopping = self.api.stopping
         serve = partial(serve_http, app, self.config.server, stopping, self.config.stream)
-        heartbeats, snapshotting = trio.CancelScope(), trio.CancelScope()
+        heartbeats, snapshotting, notifying = (
+            trio.CancelScope(),
+            trio.CancelScope(),
+            trio.CancelScope(),
+        )
         async with trio.open_nursery() as root:
             # returns once first serving; a restart's port is in children["http"].started_value
             self.http_port = await root.start(self._supervised("http", serve))
             host = self.config.server.host
             log.info("http listening", extra={"data": {"host": host, "port": self.http_port}})
             root.start_soon(_within, heartbeats, self._supervised("stream_hub", self.hub.run))
+            if self.notifier.enabled:
+                root.start_soon(_within, notifying, self._notify_systemd)
             if self.config.consensus.snapshot_interval_s:
                 snapshots = self._supervised("snapshots", self.snapshots.run)
                 root.start_soon(_within, snapshotting, snapshots)
@@ -211,6 +224,7 @@ class Service:
             self.state = "stopping"
             heartbeats.cancel()
             snapshotting.cancel()
+            notifying.cancel()
             self.hub.close_all()  # stream handlers close with 1001 instead of being cancelled
             stopping.set()  # the server finishes in-flight requests within its grace period
             root.cancel_scope.deadline = (
@@ -236,9 +250,41 @@ class Service:
                             )
                         self.state = "running"
                         task_status.started(self.http_port)
+                        self.notifier.ready(self.summary())
                         await trio.sleep_forever()  # until stop(): ingest may feed the intake
             for stats in self.collectors:
                 stats.state = "stopped"
+
+    def progressing(self) -> bool:
+        """The watchdog's question: does the pipeline move? Yes while nothing waits in the
+        intake, or the fan-out took feeds since the last look."""
+        taken = self.fanout.feeds_in
+        moved = taken != self._progress_seen
+        self._progress_seen = taken
+        return moved or self._intake.statistics().current_buffer_used == 0
+
+    def summary(self) -> str:
+        """One line for ``systemctl status``: feeds/s since the last line, sources fresh, the
+        store."""
+        now, taken = trio.current_time(), self.fanout.feeds_in
+        since, before = self._rate_mark
+        self._rate_mark = (now, taken)
+        rate = (taken - before) / (now - since) if since and now > since else 0.0
+        states = self.stream_states()
+        symbols = [v for k, v in states.items() if k.startswith("symbol:")]
+        sources = [v for k, v in states.items() if k.startswith("source:")]
+        return (
+            f"{self.state}: {rate:,.0f} feeds/s, sources up {sources.count('up')}/{len(sources)}, "
+            f"symbols fresh {symbols.count('fresh')}/{len(symbols)}, store {self.writer.state()}"
+        )
+
+    async def _notify_systemd(self) -> None:
+        """Under systemd: the watchdog's pings, and a ``STATUS=`` line every few seconds."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.notifier.watchdog, self.progressing)
+            while True:
+                await trio.sleep(STATUS_EVERY_S)
+                self.notifier.status(self.summary())
 
     async def _stream_consensus(self, symbols: list[str]) -> list[ChannelValue]:
         """The consensus channel's values: each live consensus as ``/aggregates/consensus``

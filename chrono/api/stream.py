@@ -95,10 +95,6 @@ class _Bad(Exception):
         self.message, self.field, self.id = message, field, id
 
 
-def _error(code: str, message: str) -> str:
-    return messages.error(code, message)
-
-
 def register(app: QuartTrio, ctx: ApiContext) -> None:
     @app.websocket("/stream")
     async def stream() -> None:
@@ -139,14 +135,14 @@ async def _serve_client(ctx: ApiContext) -> tuple[int, str]:
     except ApiError as exc:
         if ctx.stopping.is_set():  # it was still to send its key: no 1008 for that
             return GOING_AWAY, "server going away"
-        await websocket.send(_error(exc.code.name, exc.message))
+        await websocket.send(messages.error(exc.code.name, exc.message))
         return POLICY_VIOLATION, exc.message[:100]
     g.key_name = key.name
     try:
         slot = _admit(ctx, key)
     except ApiError as exc:
         log.debug("stream refused: %s", exc.message, extra={"data": {"key": key.name}})
-        await websocket.send(_error(exc.code.name, exc.message))
+        await websocket.send(messages.error(exc.code.name, exc.message))
         return TRY_AGAIN_LATER, exc.message[:100]
     with slot, ctx.hub.connected() as client:
         async with trio.open_nursery() as nursery:

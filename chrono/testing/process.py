@@ -8,10 +8,11 @@ already exited.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -76,11 +77,13 @@ class ChronoProcess:
 
 @asynccontextmanager
 async def open_chrono(
-    config: Path, *, command: Sequence[str] | None = None
+    config: Path, *, command: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 ) -> AsyncIterator[ChronoProcess]:
-    """``chrono run CONFIG`` (or ``command``), serving; ``RuntimeError`` if it never does."""
+    """``chrono run CONFIG`` (or ``command``), serving; ``RuntimeError`` if it never does.
+    ``env``: variables added to this process's environment for the child."""
     argv = command or [sys.executable, "-m", "chrono", "run", str(config)]
-    process = await trio.lowlevel.open_process(list(argv), stderr=subprocess.PIPE)
+    child_env = None if env is None else {**os.environ, **env}
+    process = await trio.lowlevel.open_process(list(argv), stderr=subprocess.PIPE, env=child_env)
     chrono = ChronoProcess(process)
     try:
         async with trio.open_nursery() as nursery:
