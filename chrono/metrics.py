@@ -217,11 +217,14 @@ def _pipeline(s: Scrape) -> Iterator[Metric]:
                  p.intake_queued)  # fmt: skip
     yield _gauge("chrono_stream_clients", "Open /stream connections", p.stream.clients)
     yield _counter("chrono_stream_messages_dropped", "Updates a slow /stream client did not "
-                   "get: superseded while conflating, or lost when cut off",
+                   "get: superseded while it was behind, or queued when it was cut off",
                    p.stream.dropped)  # fmt: skip
     yield _counter("chrono_stream_clients_cut_off", "Slow /stream clients closed with 1008",
                    p.stream.cut_off)  # fmt: skip
-    yield _gauge("chrono_stream_clients_lagging", "/stream clients behind now (conflating)",
+    yield _counter("chrono_stream_clients_parked",
+                   "Times a /stream client fell behind and was parked until it drained",
+                   p.stream.parked)  # fmt: skip
+    yield _gauge("chrono_stream_clients_lagging", "/stream clients behind now (conflating, parked)",
                  p.stream.lagging)  # fmt: skip
     yield _counter("chrono_stream_updates", "Updates sent to at least one /stream client",
                    p.stream.published)  # fmt: skip

@@ -27,6 +27,7 @@ from websockets.trio.client import ClientConnection, connect
 from chrono.config import StreamConfig
 from chrono.feeds import Feeds
 from chrono.model import PriceFeed, utc_now
+from chrono.pipeline.latest import LatestPrices
 from chrono.service import Service
 from chrono.stream import StreamClient, StreamHub, Throttle
 from chrono.testing.simulators.coinbase import CoinbaseSimulator
@@ -412,6 +413,75 @@ async def test_a_stalled_client_is_conflated_then_cut_while_a_healthy_one_misses
         assert len(got) == sent == 4000  # the healthy one: every update, in order, unbroken
         chain(got, {"BTC/USD": None, "ETH/USD": None})
         await stalled.stream.aclose()
+
+
+def _drain(batch: list[str] | None) -> list[dict[str, Any]]:
+    assert batch is not None
+    return [json.loads(m) for m in batch]
+
+
+def _newest_per_key(got: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Of a live client's updates: the newest of each (symbol, source), in seq order."""
+    newest = {(m["data"]["symbol"], m["data"]["source"]): m for m in got if "seq" in m}
+    return sorted(newest.values(), key=lambda m: m["seq"])
+
+
+async def test_a_client_behind_is_parked_and_caught_up_from_the_ring_when_it_drains() -> None:
+    hub = StreamHub(StreamConfig(queue_messages=10))
+    keys = [(s, src) for s in ("BTC/USD", "ETH/USD") for src in ("coinbase", "kraken")]
+    with hub.connected() as healthy, hub.connected() as slow:
+        healthy.limit = 10_000
+        for client in (healthy, slow):
+            await hub.subscribe(client, "prices", ["BTC/USD", "ETH/USD"], reply=lambda _: "{}")
+            await client.next_batch()  # the reply
+        for n in range(10):  # slow's queue is full: behind, then parked
+            symbol, source = keys[n % 4]
+            hub.publish(Feeds.of([feed(f"1.{n}", symbol=symbol, source=source)]))
+        assert slow.parked_at == hub.seq
+        assert slow.lagging_since is not None
+        assert [sub.client for subs in hub._watch["prices"].values() for sub in subs] == [
+            healthy, healthy]  # fmt: skip
+        assert len(_drain(await healthy.next_batch())) == 10  # live, all of them
+        for client in (healthy, slow):  # slow one while parked
+            await hub.subscribe(client, "prices", ["SOL/USD"], reply=lambda _: "{}")
+        assert _drain(await healthy.next_batch()) == [{}]
+        for n in range(200):
+            symbol, source = keys[(n * 7) % 4 if n % 5 else 0]
+            hub.publish(Feeds.of([feed(f"2.{n}", symbol=symbol, source=source),
+                                  feed(f"3.{n}", symbol="SOL/USD")]))  # fmt: skip
+        assert {sub.client for subs in hub._watch["prices"].values() for sub in subs} == {healthy}
+        since = _drain(await healthy.next_batch())
+        assert len(_drain(await slow.next_batch())) == 11  # the 10 queued and the reply
+        caught_up = _drain(await slow.next_batch())
+        assert caught_up == _newest_per_key(since)  # the very messages, newest per key
+        assert slow.dropped == 400 - len(caught_up)
+        hub.publish(Feeds.of([feed("4", symbol="ETH/USD", source="kraken")]))  # watched again
+        assert _drain(await slow.next_batch()) == _drain(await healthy.next_batch())
+
+
+async def test_a_parked_client_the_ring_outran_gets_a_gap_then_the_newest_prices() -> None:
+    latest = LatestPrices()
+    hub = StreamHub(StreamConfig(queue_messages=5, replay_max_updates=3), latest)
+    with hub.connected() as slow:
+        await hub.subscribe(slow, "prices", ["BTC/USD"], reply=lambda _: "{}")
+        await slow.next_batch()  # the reply
+        for n in range(5):
+            hub.publish(Feeds.of([feed(f"1.{n}")]))
+        parked = slow.parked_at
+        assert parked == hub.seq
+        for n, source in enumerate(["bitstamp"] + ["coinbase", "kraken"] * 10):
+            feeds = Feeds.of([feed(f"2.{n}", source=source)])
+            latest.update(feeds)
+            hub.publish(feeds)
+        assert len(_drain(await slow.next_batch())) == 5
+        gap, *caught_up = _drain(await slow.next_batch())
+        oldest = hub.ring.first_seq
+        assert oldest is not None
+        assert gap == {"type": "gap", "from_seq": parked + 1, "to_seq": oldest - 1,
+                       "channel": "prices"}  # fmt: skip
+        assert [(m.get("snapshot", False), m["data"]["source"], m["data"]["price"])
+                for m in caught_up] == [(True, "bitstamp", "2.0"), (False, "coinbase", "2.19"),
+                                        (False, "kraken", "2.20")]  # fmt: skip
 
 
 # -- bad commands --------------------------------------------------------------------------------

@@ -73,7 +73,7 @@ async def test_a_client_that_stops_reading_is_dropped_not_waited_for(
             await sim.send_burst(60_000)  # ~20 MB of updates: far more than the socket holds
             await wait_until(lambda: db.exists() and len(stored_rows(db)) == 60_000)
             stats = await stream_stats(daemon.port)
-            assert stats["dropped"] >= 5000  # its updates were conflated, not the feeds ...
+            assert stats["parked"] >= 1  # it fell behind and was parked, not the feeds ...
             # ... and it is gone: its blocked write ended by TCP_USER_TIMEOUT (1 s here), or
             # cut off by the hub once behind for [stream] send_timeout_s (10 s), which may come
             # after the last feed is stored

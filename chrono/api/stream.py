@@ -46,7 +46,7 @@ from chrono.api.auth import ApiKey, Role
 from chrono.api.context import ApiContext, msgspec_problem
 from chrono.api.errors import ApiError, ErrorCode
 from chrono.api.limits import StreamSlot
-from chrono.api.protocol import ABORT_EXTENSION
+from chrono.api.protocol import ABORT_EXTENSION, SEND_TEXTS_EXTENSION
 from chrono.api.ws_protocol import utf8_length
 from chrono.stream import messages
 from chrono.stream.client import PRICES, STATUS, StreamClient, Throttle
@@ -116,10 +116,8 @@ async def _drop_after(delay_s: float) -> None:
     """Drop the connection in ``delay_s``: hypercorn's writes cannot be cancelled, so a client
     that stopped reading would hold the handler (and its place in the hub) until TCP gives up."""
     await trio.sleep(delay_s)
-    extensions: dict[str, Any] = websocket.scope.get("extensions") or {}
-    abort: Callable[[], Awaitable[None]] | None = extensions.get(ABORT_EXTENSION)
-    if abort is not None:
-        await abort()
+    abort: Callable[[], Awaitable[None]] = _extension(ABORT_EXTENSION)
+    await abort()
 
 
 async def _drop_when_cut(client: StreamClient) -> None:
@@ -198,18 +196,23 @@ async def _first_message(ctx: ApiContext) -> str | bytes | None:
 
 
 async def _pump(client: StreamClient) -> tuple[int, str]:
-    """Queue -> socket, until the hub ends the stream; the close code and reason."""
+    """Queue -> socket, until the hub ends the stream; the close code and reason. Each batch
+    goes out in one write (``chrono.send_texts``), a frame per message."""
+    send_texts: Callable[[list[str]], Awaitable[None]] = _extension(SEND_TEXTS_EXTENSION)
     while (batch := await client.next_batch()) is not None:
-        for frame in messages.frames(batch, client.batch):
-            client.sending_since = trio.current_time()  # the hub cuts a write stuck too long
-            try:
-                await websocket.send(frame)
-            finally:
-                client.sending_since = None
-            if client.cut:
-                break
+        client.sending_since = trio.current_time()  # the hub cuts a write stuck too long
+        try:
+            await send_texts(messages.frames(batch, client.batch))
+        finally:
+            client.sending_since = None
     assert client.ended is not None
     return client.ended
+
+
+def _extension(name: str) -> Any:
+    """One of ``chrono.api.protocol``'s scope extensions (always there under Chrono's server)."""
+    extensions: dict[str, Any] = websocket.scope.get("extensions") or {}
+    return extensions[name]
 
 
 async def _read_commands(ctx: ApiContext, client: StreamClient) -> None:

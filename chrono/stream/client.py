@@ -3,9 +3,12 @@
 The hub puts messages in; the client's handler takes them out (``next_batch``) and writes them
 to the socket. Nothing here blocks the hub: a client that falls ``queue_messages`` behind
 switches to conflation, keeping only the newest undelivered update of each (channel, symbol,
-source); its queue is not grown and no newest value is lost. A client that stays behind for
-``send_timeout_s``, or whose socket write blocks that long, is cut (the hub's tick): its outbox
-is emptied at once and its handler closes with 1008.
+source); its queue is not grown and no newest value is lost. The hub then parks it (``on_lag``):
+its subscriptions leave the hub's watch lists, so a stalled client costs the pipeline nothing per
+update, and when its handler has written out the outbox (``on_drain``) the hub catches it up
+from the replay ring, the newest update of each key since it was parked. A client that stays
+behind for ``send_timeout_s``, or whose socket write blocks that long, is cut (the hub's tick):
+its outbox is emptied at once and its handler closes with 1008.
 
 A throttled subscription (``min_interval_ms``, ``deviation_bps``) holds each source's newest
 update until it is due and then sends that one, so it also never loses the newest value.
@@ -14,6 +17,7 @@ update until it is due and then sends that one, so it also never loses the newes
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -52,6 +56,7 @@ class Subscription:
     channel: str
     symbol: str
     throttle: Throttle
+    start: int = 0  # the hub's seq when subscribed: a catch-up skips what came before
     sent_at: dict[str, float] = field(default_factory=dict)  # per source: when last sent
     sent_price: dict[str, float] = field(default_factory=dict)  # ... and at what price
 
@@ -113,9 +118,12 @@ class StreamClient:
     held: dict[tuple[Subscription, str], _Held] = field(default_factory=dict)
     next_due: float = math.inf  # the earliest held update's due time
     lagging_since: float | None = None
+    parked_at: int | None = None  # the hub's seq when it stopped offering updates (lagging)
+    on_lag: Callable[[StreamClient], None] | None = None  # the hub's, when it falls behind
+    on_drain: Callable[[StreamClient], None] | None = None  # ... and when, parked, it wrote all
     sending_since: float | None = None  # set by the handler around each socket write
     ended: tuple[int, str] | None = None  # the close code and reason, once ending
-    dropped: int = 0  # updates superseded while lagging, or lost when cut
+    dropped: int = 0  # updates superseded while lagging, or queued when cut
     cut: bool = False
     going_away: Any = None  # the message to send when the lifetime ends (set by the hub)
     cut_event: trio.Event = field(default_factory=trio.Event)  # set when cut off
@@ -132,6 +140,8 @@ class StreamClient:
                 self._lot.unpark_all()
             elif len(queue) >= self.limit:
                 self.lagging_since = now
+                if self.on_lag is not None:
+                    self.on_lag(self)
             return
         if self.newest.pop(key, None) is not None:  # re-added last: the batch stays in seq order
             self.dropped += 1
@@ -181,6 +191,13 @@ class StreamClient:
         """Everything ready to send, waiting until there is some; None: close now (``ended``)."""
         while True:
             now = trio.current_time()
+            if (
+                self.parked_at is not None
+                and self.ended is None
+                and not (self.queue or self.newest)
+            ):
+                assert self.on_drain is not None  # all written: what it missed since it parked
+                self.on_drain(self)
             if self.held and self.next_due <= now:
                 self._release(now)
             if self.queue or self.newest:

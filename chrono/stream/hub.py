@@ -10,9 +10,14 @@ recent updates for ``since_seq``.
 
 An update is encoded once and offered to each subscription of its symbol
 (``chrono.stream.client``), which queues it, holds it for its throttle, or, for a client that
-fell behind, keeps it as the newest of its key. ``publish`` runs in the fan-out's task and only
-appends to lists: it never waits for a client. ``run`` holds the periodic work: heartbeats,
-cutting clients that stay behind, and the consensus and status channels (``chrono.stream.watch``).
+fell behind, keeps it as the newest of its key. A client that fell behind is then parked: its
+subscriptions leave the watch lists (nothing is encoded or offered for it, so a hundred stalled
+clients cost the pipeline nothing per update), and once it has written out what it had queued
+it is caught up from the ring: the newest update of each of its keys since it was parked, in seq
+order, through its throttles; a ``gap`` and the newest prices (``snapshot``) if the ring no
+longer reaches back that far. ``publish`` runs in the fan-out's task and only appends to lists:
+it never waits for a client. ``run`` holds the periodic work: heartbeats, cutting clients that
+stay behind, and the consensus and status channels (``chrono.stream.watch``).
 
 A client is counted from ``connected()`` to the end of its ``with`` block, however the block
 ends: ``statistics().clients`` is the number of handlers inside one.
@@ -56,12 +61,13 @@ TICK_S = 1.0  # how often clients that stay behind are looked for
 class StreamStatistics(msgspec.Struct, frozen=True, kw_only=True):
     clients: int  # open /stream connections with a good key
     published: int  # updates encoded for at least one subscriber
-    dropped: int  # updates superseded while a client was behind, or lost when it was cut
+    dropped: int  # updates superseded while a client was behind, or queued when it was cut
     cut_off: int  # clients closed for being too slow
+    parked: int  # times a client fell behind and stopped being offered updates
     seq: int  # the last seq given
     replay_updates: int  # updates the ring holds ...
     replay_first_seq: int | None  # ... from this seq on
-    lagging: int  # clients behind now (conflating)
+    lagging: int  # clients behind now (conflating, or parked)
 
 
 class ChannelValue(NamedTuple):
@@ -119,7 +125,9 @@ class StreamHub:
         self.states: dict[str, str] = {}  # status subject -> state, as last read
         self.published = 0
         self.cut_off = 0
+        self.parked = 0
         self.streamed_latency = Histogram()  # received -> queued for the clients, per feed
+        self._to_park: list[StreamClient] = []  # fell behind since the last update
         self._dropped_by_gone = 0  # drops of clients that have left, so the total never shrinks
         self._closed = False  # close_all() has run: a client connecting now is ended at once
 
@@ -130,8 +138,9 @@ class StreamHub:
         """A new client, counted until the block ends (returns, raises or is cancelled)."""
         config = self.config
         client = StreamClient(
-            next(self._ids), config.queue_messages, trio.current_time() + config.max_lifetime_s
-        )
+            next(self._ids), config.queue_messages, trio.current_time() + config.max_lifetime_s,
+            on_lag=self._to_park.append, on_drain=self._catch_up,
+        )  # fmt: skip
         wait_ms = random.randrange(config.reconnect_after_ms + 1)
         client.going_away = messages.encode_text(
             {"type": "going_away", "reconnect_after_ms": wait_ms}
@@ -176,9 +185,10 @@ class StreamHub:
             if old is not None:
                 self._unwatch(old)
             sub = client.subscriptions[channel, symbol] = Subscription(
-                client, channel, symbol, throttle
+                client, channel, symbol, throttle, self.seq
             )
-            self._watch[channel].setdefault(symbol, {})[sub] = None
+            if client.parked_at is None:  # a parked one is watched again when caught up
+                self._watch[channel].setdefault(symbol, {})[sub] = None
         client.put_control(reply(Subscribed([s for s in accepted if s != ALL], unknown, invalid)))
         if since_seq is not None:
             for message in self._replay(client, channel, accepted, since_seq):
@@ -201,12 +211,72 @@ class StreamHub:
                 self._unwatch(sub)
 
     def _unwatch(self, sub: Subscription) -> None:
+        self._leave(sub)
+        sub.client.forget(sub)
+
+    def _leave(self, sub: Subscription) -> None:
         watchers = self._watch[sub.channel].get(sub.symbol)
         if watchers is not None:
             watchers.pop(sub, None)
             if not watchers:
                 del self._watch[sub.channel][sub.symbol]
-        sub.client.forget(sub)
+
+    def _park(self) -> None:
+        """Clients that fell behind stop being offered updates, from the hub's seq now on."""
+        for client in self._to_park:
+            if client.lagging_since is not None and client.parked_at is None and not client.cut:
+                client.parked_at = self.seq
+                self.parked += 1
+                for sub in client.subscriptions.values():
+                    self._leave(sub)
+        self._to_park.clear()
+
+    def _catch_up(self, client: StreamClient) -> None:
+        """A parked client wrote out its outbox: the newest update of each of its keys since it
+        was parked, oldest first, through its subscriptions; then it is watched again."""
+        since, client.parked_at = client.parked_at, None
+        assert since is not None
+        subs, now = client.subscriptions, trio.current_time()
+        newest: dict[tuple[Subscription, str], tuple[int, Callable[[], str], float | None]] = {}
+        matched, symbols = 0, {s for c, s in subs if c == PRICES}
+        for entry in self.ring.after(since):
+            if isinstance(entry, FeedsEntry):
+                feeds = entry.feeds
+                for seq, prev, i in _feed_updates(entry, symbols):
+                    sub = subs[PRICES, feeds.symbols[i]]
+                    if seq > since and seq > sub.start:
+                        matched += 1
+                        encode = _encoder(seq, prev, feeds, i)
+                        newest[sub, feeds.sources[i]] = (seq, encode, float(feeds.prices[i]))
+            elif entry.first > since:
+                on = subs.get((entry.channel, _route(entry.channel, entry.subject)))
+                if on is not None and entry.first > on.start:
+                    matched += 1
+                    newest[on, entry.subject] = (entry.first, _const(entry.message), entry.price)
+        client.dropped += matched - len(newest)
+        oldest = self.ring.first_seq
+        if self.seq > since and (oldest is None or oldest > since + 1):
+            covered = {(sub.symbol, source) for sub, source in newest if sub.channel == PRICES}
+            self._fill_gap(client, since, self.seq if oldest is None else oldest - 1, covered)
+        for (sub, source), (_, encode, price) in sorted(newest.items(), key=lambda kv: kv[1][0]):
+            sub.offer(source, encode(), price, now)
+        for sub in subs.values():
+            self._watch[sub.channel].setdefault(sub.symbol, {})[sub] = None
+        if self._to_park:  # it fell behind again on the way
+            self._park()
+
+    def _fill_gap(
+        self, client: StreamClient, since: int, to_seq: int, covered: set[tuple[str, str]]
+    ) -> None:
+        """Updates of a parked client the ring lost: a ``gap`` per channel, and the newest
+        price of each of its symbols' sources the ring has none of (nothing newest is lost)."""
+        for channel in sorted({c for c, _ in client.subscriptions}):
+            gap = {"type": "gap", "from_seq": since + 1, "to_seq": to_seq, "channel": channel}
+            client.put_control(messages.encode_text(gap))
+        for symbol in client.symbols(PRICES):
+            for feed in self._sources(symbol):
+                if (symbol, feed.source) not in covered:
+                    client.put_control(self._price_snapshot(symbol, feed))
 
     def watched(self, channel: str) -> list[str]:
         """The symbols someone subscribes to on ``channel``."""
@@ -232,6 +302,8 @@ class StreamHub:
             if hits:
                 self._deliver(feeds, hits, first, prev, watched, now)
         last.update(zip(symbols, range(first, first + count), strict=True))
+        if self._to_park:
+            self._park()
 
     def _deliver(
         self,
@@ -268,12 +340,14 @@ class StreamHub:
         message = messages.update(_TYPES[channel], seq, last.get(subject), payload)
         last[subject] = seq
         now = trio.current_time()
-        self.ring.add(MessageEntry(seq, channel, subject, message, now))
+        self.ring.add(MessageEntry(seq, channel, subject, message, now, price))
         watchers = self._watch[channel].get(_route(channel, subject))
         if watchers:
             self.published += 1
             for sub in watchers:
                 sub.offer(subject, message, price, now)
+            if self._to_park:
+                self._park()
 
     def update_states(self, current: dict[str, str]) -> None:
         """The status channel: an event for each subject whose state changed (the first read
@@ -401,10 +475,13 @@ class StreamHub:
             published=self.published,
             dropped=self._dropped_by_gone + sum(c.dropped for c in self._clients),
             cut_off=self.cut_off + sum(c.cut for c in self._clients),
+            parked=self.parked,
             seq=self.seq,
             replay_updates=len(self.ring),
             replay_first_seq=self.ring.first_seq,
-            lagging=sum(c.lagging_since is not None for c in self._clients),
+            lagging=sum(
+                c.lagging_since is not None or c.parked_at is not None for c in self._clients
+            ),
         )
 
 
@@ -426,18 +503,34 @@ def _status_payload(subject: str, state: str, stamp: str) -> str:
                                  "timestamp": stamp})  # fmt: skip
 
 
-def _replayed_feeds(entry: FeedsEntry, wanted: set[str], since: int) -> Iterator[tuple[int, str]]:
+def _feed_updates(entry: FeedsEntry, wanted: set[str]) -> Iterator[tuple[int, int | None, int]]:
+    """The seq, prev_seq and index of each of ``entry``'s feeds of ``wanted`` symbols."""
     before = dict(entry.prev)
-    feeds = entry.feeds
-    for i, symbol in enumerate(feeds.symbols):
+    first = entry.first
+    for i, symbol in enumerate(entry.feeds.symbols):
         if symbol in wanted:
-            seq = entry.first + i
-            if seq > since:
-                yield (
-                    seq,
-                    messages.update("price_update", seq, before[symbol], price_payload(feeds[i])),
-                )
+            seq = first + i
+            yield seq, before[symbol], i
             before[symbol] = seq
+
+
+def _price_update(seq: int, prev: int | None, feed: PriceFeed) -> str:
+    return messages.update("price_update", seq, prev, price_payload(feed))
+
+
+def _encoder(seq: int, prev: int | None, feeds: Feeds, i: int) -> Callable[[], str]:
+    return lambda: _price_update(seq, prev, feeds[i])
+
+
+def _const(message: str) -> Callable[[], str]:
+    return lambda: message
+
+
+def _replayed_feeds(entry: FeedsEntry, wanted: set[str], since: int) -> Iterator[tuple[int, str]]:
+    feeds = entry.feeds
+    for seq, prev, i in _feed_updates(entry, wanted):
+        if seq > since:
+            yield seq, _price_update(seq, prev, feeds[i])
 
 
 def _sort_out(

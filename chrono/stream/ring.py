@@ -36,6 +36,7 @@ class MessageEntry:
     subject: str  # the symbol, or a status event's subject
     message: str  # encoded once, as every live client got it
     at: float
+    price: float | None = None  # a consensus's, for a deviation throttle catching up
 
     @property
     def last(self) -> int:
