@@ -29,7 +29,7 @@ class ServerConfig(_Section, frozen=True):
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
     graceful_timeout_s: Positive = 5.0
     # A client that stops reading can pin hypercorn's send forever (docs/stack.md, trap 1).
-    tcp_user_timeout_ms: PositiveInt = 10_000
+    tcp_user_timeout_ms: PositiveInt = 20_000
     # A /stream message from a client larger than this closes its connection with 1009.
     stream_max_message_bytes: PositiveInt = 65_536
 

@@ -63,7 +63,7 @@ async def write_config(
     exchange_url: str = "",
     *,
     drain_timeout_s: float = 30,
-    tcp_user_timeout_ms: int = 10_000,
+    tcp_user_timeout_ms: int = 20_000,
     collectors: str = "",
     storage: str = SQLITE_STORAGE,
 ) -> Path:

@@ -28,7 +28,7 @@ import httpx
 import pytest
 import trio
 import trio.lowlevel
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.trio.client import connect
 
 import chrono.api.stream
@@ -333,6 +333,26 @@ async def test_every_message_from_the_server_is_a_text_frame(probe: Probe) -> No
     await stops_quickly(probe)
 
 
+async def test_stream_is_served_beside_quart_and_a_plain_get_is_refused_in_the_envelope(
+    probe: Probe,
+) -> None:
+    # /stream is answered in ASGI directly (chrono.api.stream._Socket), every other WebSocket
+    # path and every HTTP request by Quart: a plain GET is a 400 in the one error envelope.
+    with trio.fail_after(10):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{probe.port}") as http:
+            plain = await http.get("/stream", params={"key": PUBLIC_KEY})
+        assert plain.status_code == 400
+        assert plain.json()["error"]["code"] == "VALIDATION_ERROR"
+        assert "WebSocket" in plain.json()["error"]["message"]
+        with pytest.raises(InvalidStatus, match="404"):
+            async with connect(f"ws://127.0.0.1:{probe.port}/streams?key={PUBLIC_KEY}"):
+                pass
+        async with connect(f"{probe.ws_url}?other=1&key={PUBLIC_KEY}") as ws:  # parsed query
+            await ws.send(SUBSCRIBE)
+            assert json.loads(await ws.recv())["type"] == "subscribed"
+    await stops_quickly(probe)
+
+
 async def test_heartbeats_are_text_too() -> None:
     hub = StreamHub(StreamConfig(heartbeat_s=0.01))
     with trio.fail_after(5), hub.connected() as client:
@@ -472,10 +492,12 @@ async def test_a_client_that_floods_without_reading_then_vanishes_leaves_nothing
     probe: Probe, query: str
 ) -> None:
     # Bad commands, each answered with an error ten times its size, on a small window and never
-    # read: the answers fill it, the handler waits on its send, and hypercorn's queue to the
-    # handler fills behind it. Then the client resets. The disconnect used to wait for room in
-    # that full queue, forever; refused (its first message is no auth), the handler returned and
-    # hypercorn's reader waited there, holding the connection open.
+    # read: the answers fill it, the handler waits on its send, its outbox reaches
+    # queue_messages so it reads no more commands (StreamClient.room), and hypercorn's queue to
+    # the handler fills behind it: the server stops reading, so the flood fills the client's
+    # own TCP window, not the server's memory. Then the client resets. The disconnect used to
+    # wait for room in that full queue, forever; refused (its first message is no auth), the
+    # handler returned and hypercorn's reader waited there, holding the connection open.
     frame = bytes([0x80 | TEXT, 0x80 | 10]) + b"\0\0\0\0" + b"x" * 10
     with trio.fail_after(20):
         ws = await probe.open_raw(query, rcvbuf=4096)

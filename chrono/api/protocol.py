@@ -71,7 +71,7 @@ import hypercorn.protocol
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, Event, RawData, Updated
-from hypercorn.protocol.events import Data, EndBody, Response
+from hypercorn.protocol.events import EndBody, Response
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
@@ -358,8 +358,10 @@ class ChronoH11Protocol(H11Protocol):
         """``texts`` as text frames of the accepted WebSocket, in one write (what ``WSStream``
         does for one ``websocket.send``, its extensions such as compression included)."""
         stream = self.stream
+        if stream is None or stream.closed:
+            return  # it ended: hypercorn drops an app's send after the close too
         if not isinstance(stream, WSStream) or stream.state != ASGIWebsocketState.CONNECTED:
-            raise RuntimeError("chrono.send_texts: the WebSocket is not open")
+            raise RuntimeError(f"chrono.send_texts: the WebSocket is not open ({stream!r})")
         connection = stream.connection
         if connection.state is not ConnectionState.OPEN:
             return  # closing: hypercorn drops a send then too
@@ -367,7 +369,7 @@ class ChronoH11Protocol(H11Protocol):
             data = b"".join([connection.send(TextMessage(data=text)) for text in texts])
         else:  # no compression negotiated: the frames are plain, written here 15x faster
             data = b"".join([text_frame(text) for text in texts])
-        await self.stream_send(Data(stream_id=stream.stream_id, data=data))
+        await self.send(RawData(data=data))  # what H11Protocol.stream_send does with Data
 
     # -- hypercorn's own bodiless errors from its streams -----------------------------------
 

@@ -24,7 +24,7 @@ from chrono.errors import Unrecoverable
 
 
 class _Config(protocol.ChronoConfig):
-    tcp_user_timeout_ms = 10_000
+    tcp_user_timeout_ms = 20_000
     websocket_pong_timeout: float | None = None  # read by chrono.api.ws_protocol
     bound: Sockets | None = None  # bound ahead by serve_http, to report a busy port itself
 

@@ -20,11 +20,15 @@ stream_max_message_bytes``, 1011 when the handler fails or no pong came in time
 ``stream_total`` open streams (``Limiter.open_stream``). A refused client, whatever the reason,
 gets an ``error`` message first and is never counted by the hub.
 
-The handler accepts at once (Quart accepts lazily, which would leave the client hanging in the
-handshake: docs/stack.md, trap 2), and leaves by closing with one of those codes instead of
-waiting for hypercorn to cancel it. The hub counts the client for exactly the ``with
-hub.connected()`` block, from a good key to the end of the stream however it ends: returning,
-failing, or cancelled (the client closing, or vanishing, cancels the whole handler).
+``/stream`` is answered in ASGI here, beside the Quart app that serves everything else:
+Quart's WebSocket wrapper (two more tasks, a queue, a request context) was about a quarter of
+an idle connection's memory (docs/stack.md, trap 2). The handler accepts at once, and leaves by
+closing with one of those codes instead of waiting for hypercorn to cancel it. The hub counts
+the client for exactly the ``with hub.connected()`` block, from a good key to the end of the
+stream however it ends: returning, failing, or the client closing or vanishing (its
+``websocket.disconnect`` ends the reader, and with it the handler). The reader takes the next
+command only while the client's outbox has room, so a client that sends without reading fills
+its own TCP window, not the server's memory.
 
 hypercorn itself enforces the size limit as a message arrives (its
 ``websocket_max_message_size``, set from the same key, with the fixes of
@@ -35,11 +39,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn, cast
+from urllib.parse import parse_qs
 
 import msgspec
 import trio
-from quart import g, websocket
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope, WebsocketScope
 from quart_trio import QuartTrio
 
 from chrono.api.auth import ApiKey, Role
@@ -95,66 +100,121 @@ class _Bad(Exception):
         self.message, self.field, self.id = message, field, id
 
 
+class _Gone(Exception):
+    """The client disconnected (hypercorn's ``websocket.disconnect``): the handler just ends."""
+
+
+class _Socket:
+    """One ``/stream`` connection's ASGI side. Chrono speaks ASGI to hypercorn directly here:
+    Quart's WebSocket wrapper (two more tasks, a queue, a request context and its headers
+    copied) was about a quarter of an idle connection's memory (bench/README.md)."""
+
+    __slots__ = ("_receive", "_send", "scope")
+
+    def __init__(
+        self, scope: WebsocketScope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        self.scope, self._receive, self._send = scope, receive, send
+
+    async def accept(self) -> None:
+        if (await self._receive())["type"] != "websocket.connect":
+            raise _Gone
+        await self._send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+
+    async def receive(self) -> str | bytes:
+        message = await self._receive()
+        if message["type"] != "websocket.receive":
+            raise _Gone
+        text: str | None = message.get("text")
+        return text if text is not None else message.get("bytes") or b""
+
+    async def send(self, text: str) -> None:
+        await self._send({"type": "websocket.send", "bytes": None, "text": text})
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+    def arg(self, name: str) -> str | None:
+        values = parse_qs(self.scope["query_string"].decode("latin-1")).get(name)
+        return values[0] if values else None
+
+    def extension(self, name: str) -> Any:
+        """One of ``chrono.api.protocol``'s scope extensions (always there under its server)."""
+        extensions = cast(dict[str, Any], self.scope.get("extensions") or {})
+        return extensions[name]
+
+
 def register(app: QuartTrio, ctx: ApiContext) -> None:
-    @app.websocket("/stream")
-    async def stream() -> None:
-        await websocket.accept()
-        try:
-            code, reason = await _serve_client(ctx)
-        except* _TooBig:
-            code, reason = MESSAGE_TOO_BIG, f"message over {ctx.stream_max_message_bytes} bytes"
-        except* Exception:  # once accepted, an error must not reach hypercorn (it sends a 400)
-            log.exception("stream handler failed")
-            code, reason = INTERNAL_ERROR, "internal error"
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_drop_after, CLOSE_TIMEOUT_S)  # a close frame stuck in a full socket
-            await websocket.close(code, reason)
-            nursery.cancel_scope.cancel()
+    quart = app.asgi_app
+
+    async def asgi_app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/stream":
+            await _session(ctx, _Socket(scope, receive, send))
+        else:
+            await quart(scope, receive, send)
+
+    app.asgi_app = asgi_app  # type: ignore[method-assign]
+
+    @app.get("/stream")
+    async def plain_get() -> NoReturn:
+        raise ApiError(
+            ErrorCode.VALIDATION_ERROR, "/stream is a WebSocket: open it with an upgrade request"
+        )
 
 
-async def _drop_after(delay_s: float) -> None:
+async def _session(ctx: ApiContext, ws: _Socket) -> None:
+    gone = False
+    try:
+        await ws.accept()
+        code, reason = await _serve_client(ctx, ws)
+    except* _Gone:
+        gone = True
+    except* _TooBig:
+        code, reason = MESSAGE_TOO_BIG, f"message over {ctx.stream_max_message_bytes} bytes"
+    except* Exception:  # once accepted, an error must not reach hypercorn (it sends a 400)
+        log.exception("stream handler failed")
+        code, reason = INTERNAL_ERROR, "internal error"
+    if gone:
+        return
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_drop_after, ws, CLOSE_TIMEOUT_S)  # a close frame stuck in a full socket
+        await ws.close(code, reason)
+        nursery.cancel_scope.cancel()
+
+
+async def _drop_after(ws: _Socket, delay_s: float) -> None:
     """Drop the connection in ``delay_s``: hypercorn's writes cannot be cancelled, so a client
     that stopped reading would hold the handler (and its place in the hub) until TCP gives up."""
     await trio.sleep(delay_s)
-    abort: Callable[[], Awaitable[None]] = _extension(ABORT_EXTENSION)
+    abort: Callable[[], Awaitable[None]] = ws.extension(ABORT_EXTENSION)
     await abort()
 
 
-async def _drop_when_cut(client: StreamClient) -> None:
-    """A client cut off while its write blocks: dropped once its 1008 has had its chance."""
-    await client.cut_event.wait()
-    await _drop_after(CLOSE_TIMEOUT_S)
-
-
-async def _serve_client(ctx: ApiContext) -> tuple[int, str]:
+async def _serve_client(ctx: ApiContext, ws: _Socket) -> tuple[int, str]:
     """Auth, then the stream until the hub ends it; the close code and reason to leave with."""
     try:
-        key = await _authenticate(ctx)
+        key = await _authenticate(ctx, ws)
     except ApiError as exc:
         if ctx.stopping.is_set():  # it was still to send its key: no 1008 for that
             return GOING_AWAY, "server going away"
-        await websocket.send(messages.error(exc.code.name, exc.message))
+        await ws.send(messages.error(exc.code.name, exc.message))
         return POLICY_VIOLATION, exc.message[:100]
-    g.key_name = key.name
     try:
         slot = _admit(ctx, key)
     except ApiError as exc:
         log.debug("stream refused: %s", exc.message, extra={"data": {"key": key.name}})
-        await websocket.send(messages.error(exc.code.name, exc.message))
+        await ws.send(messages.error(exc.code.name, exc.message))
         return TRY_AGAIN_LATER, exc.message[:100]
-    with slot, ctx.hub.connected() as client:
+    with slot, ctx.hub.connected(abort=ws.extension(ABORT_EXTENSION)) as client:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_read_commands, ctx, client)
-            nursery.start_soon(_drop_when_cut, client)
-            ended = await _pump(client)
+            nursery.start_soon(_read_commands, ctx, ws, client)
+            ended = await _pump(ws, client)
             nursery.cancel_scope.cancel()
     return ended
 
 
-async def _receive(ctx: ApiContext) -> str | bytes:
-    raw: str | bytes | None = await websocket.receive()
-    if raw is None:
-        return b""  # quart hands an empty binary message on as None
+async def _receive(ctx: ApiContext, ws: _Socket) -> str | bytes:
+    raw = await ws.receive()
     if utf8_length(raw) > ctx.stream_max_message_bytes:
         raise _TooBig
     return raw
@@ -168,10 +228,10 @@ def _admit(ctx: ApiContext, key: ApiKey) -> StreamSlot:
     return ctx.limiter.open_stream(key)
 
 
-async def _authenticate(ctx: ApiContext) -> ApiKey:
-    key = websocket.args.get("key")
+async def _authenticate(ctx: ApiContext, ws: _Socket) -> ApiKey:
+    key = ws.arg("key")
     if not key:
-        raw = await _first_message(ctx)
+        raw = await _first_message(ctx, ws)
         command = None if raw is None else _parse(raw)
         if isinstance(command, str):
             raise ApiError(ErrorCode.UNAUTHORIZED, "first message must be an auth action")
@@ -179,7 +239,7 @@ async def _authenticate(ctx: ApiContext) -> ApiKey:
     return ctx.keys.require(key, {Role.PUBLIC})
 
 
-async def _first_message(ctx: ApiContext) -> str | bytes | None:
+async def _first_message(ctx: ApiContext, ws: _Socket) -> str | bytes | None:
     """The client's first message; None if none came in time, or the service began to stop."""
     first = None
     async with trio.open_nursery() as nursery:
@@ -190,15 +250,15 @@ async def _first_message(ctx: ApiContext) -> str | bytes | None:
 
         nursery.start_soon(stop_waiting)
         with trio.move_on_after(AUTH_TIMEOUT_S):
-            first = await _receive(ctx)
+            first = await _receive(ctx, ws)
         nursery.cancel_scope.cancel()
     return first
 
 
-async def _pump(client: StreamClient) -> tuple[int, str]:
+async def _pump(ws: _Socket, client: StreamClient) -> tuple[int, str]:
     """Queue -> socket, until the hub ends the stream; the close code and reason. Each batch
     goes out in one write (``chrono.send_texts``), a frame per message."""
-    send_texts: Callable[[list[str]], Awaitable[None]] = _extension(SEND_TEXTS_EXTENSION)
+    send_texts: Callable[[list[str]], Awaitable[None]] = ws.extension(SEND_TEXTS_EXTENSION)
     while (batch := await client.next_batch()) is not None:
         client.sending_since = trio.current_time()  # the hub cuts a write stuck too long
         try:
@@ -209,15 +269,10 @@ async def _pump(client: StreamClient) -> tuple[int, str]:
     return client.ended
 
 
-def _extension(name: str) -> Any:
-    """One of ``chrono.api.protocol``'s scope extensions (always there under Chrono's server)."""
-    extensions: dict[str, Any] = websocket.scope.get("extensions") or {}
-    return extensions[name]
-
-
-async def _read_commands(ctx: ApiContext, client: StreamClient) -> None:
+async def _read_commands(ctx: ApiContext, ws: _Socket, client: StreamClient) -> None:
     while True:
-        raw = await _receive(ctx)
+        await client.room()  # its answers are not piling up unread
+        raw = await _receive(ctx, ws)
         try:
             await _apply(ctx, client, raw)
         except _Bad as bad:

@@ -8,7 +8,9 @@ its subscriptions leave the hub's watch lists, so a stalled client costs the pip
 update, and when its handler has written out the outbox (``on_drain``) the hub catches it up
 from the replay ring, the newest update of each key since it was parked. A client that stays
 behind for ``send_timeout_s``, or whose socket write blocks that long, is cut (the hub's tick):
-its outbox is emptied at once and its handler closes with 1008.
+its outbox is emptied at once and its handler closes with 1008; if its write is still stuck at
+the next tick, the hub drops the connection (``abort``). The handler reads the client's next
+command only while the outbox is under ``limit`` (``room``): answers never pile up unread.
 
 A throttled subscription (``min_interval_ms``, ``deviation_bps``) holds each source's newest
 update until it is due and then sends that one, so it also never loses the newest value.
@@ -17,7 +19,7 @@ update until it is due and then sends that one, so it also never loses the newes
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -126,8 +128,9 @@ class StreamClient:
     dropped: int = 0  # updates superseded while lagging, or queued when cut
     cut: bool = False
     going_away: Any = None  # the message to send when the lifetime ends (set by the hub)
-    cut_event: trio.Event = field(default_factory=trio.Event)  # set when cut off
+    abort: Callable[[], Awaitable[None]] | None = None  # drops the connection (the hub's tick)
     _lot: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
+    _room: trio.Event | None = None  # set when the outbox has room again (``room``)
 
     def put(self, message: str, key: tuple[str, str, str], now: float) -> None:
         """An update: queued, or, once ``limit`` behind, the newest of its key."""
@@ -154,6 +157,20 @@ class StreamClient:
         self.queue.append(message)
         self._lot.unpark_all()
 
+    async def room(self) -> None:
+        """Until the outbox is under ``limit`` (or the stream ends): the handler reads the
+        client's next command only then, so a client that sends without reading fills its own
+        TCP window, not the server's memory."""
+        while len(self.queue) >= self.limit and self.ended is None:
+            if self._room is None:
+                self._room = trio.Event()
+            await self._room.wait()
+
+    def _roomy(self) -> None:
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+
     def hold(
         self, sub: Subscription, source: str, message: str, price: float | None, due: float
     ) -> None:
@@ -175,6 +192,7 @@ class StreamClient:
                 self.queue.append(last)
             self.ended = (code, reason)
             self._lot.unpark_all()
+            self._roomy()
 
     def cut_off(self, reason: str) -> None:
         """Too slow: everything queued is dropped now, and the handler closes with 1008."""
@@ -184,8 +202,8 @@ class StreamClient:
         self.dropped += len(self.queue) + len(self.newest) + len(self.held)
         self.queue, self.newest, self.held = [], {}, {}
         self.ended = (POLICY_VIOLATION, reason)
-        self.cut_event.set()  # the handler drops the connection if its write stays stuck
         self._lot.unpark_all()
+        self._roomy()
 
     async def next_batch(self) -> list[str] | None:
         """Everything ready to send, waiting until there is some; None: close now (``ended``)."""
@@ -202,6 +220,7 @@ class StreamClient:
                 self._release(now)
             if self.queue or self.newest:
                 out, self.queue = self.queue, []
+                self._roomy()
                 if self.newest:
                     out.extend(self.newest.values())
                     self.newest = {}
@@ -212,8 +231,15 @@ class StreamClient:
             if now >= self.ends_at:
                 self.end(GOING_AWAY, "connection lifetime reached", self.going_away)
                 continue
-            with trio.move_on_at(min(self.next_due, self.ends_at)):
+            if self.next_due == math.inf:  # no deadline to keep (the hub's tick ends the life)
                 await self._lot.park()
+            else:
+                with trio.move_on_at(self.next_due):
+                    await self._lot.park()
+
+    def wake(self) -> None:
+        """Its handler looks again (the hub's tick, once the lifetime has passed)."""
+        self._lot.unpark_all()
 
     def _release(self, now: float) -> None:
         """Held updates now due go out (as the newest of their key if lagging)."""

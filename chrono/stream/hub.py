@@ -134,12 +134,16 @@ class StreamHub:
     # -- clients --------------------------------------------------------------------------
 
     @contextmanager
-    def connected(self) -> Iterator[StreamClient]:
-        """A new client, counted until the block ends (returns, raises or is cancelled)."""
+    def connected(
+        self, abort: Callable[[], Awaitable[None]] | None = None
+    ) -> Iterator[StreamClient]:
+        """A new client, counted until the block ends (returns, raises or is cancelled).
+        ``abort`` drops its connection: the hub calls it for a client cut off whose handler
+        is still stuck in a socket write a tick later."""
         config = self.config
         client = StreamClient(
             next(self._ids), config.queue_messages, trio.current_time() + config.max_lifetime_s,
-            on_lag=self._to_park.append, on_drain=self._catch_up,
+            on_lag=self._to_park.append, on_drain=self._catch_up, abort=abort,
         )  # fmt: skip
         wait_ms = random.randrange(config.reconnect_after_ms + 1)
         client.going_away = messages.encode_text(
@@ -424,7 +428,7 @@ class StreamHub:
         config = self.config
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._heartbeats)
-            nursery.start_soon(self._tick)
+            nursery.start_soon(self._tick, nursery)
             if self.consensus is not None:
                 nursery.start_soon(watch.publish_consensus, self, self.consensus, config)
             if self.states_of is not None:
@@ -448,20 +452,32 @@ class StreamHub:
         newest = max((f.received_at for f in self._sources(symbol)), default=None)
         return None if newest is None else max(0, int((now - newest).total_seconds() * 1000))
 
-    async def _tick(self) -> None:
+    async def _tick(self, nursery: trio.Nursery) -> None:
         while True:
             await trio.sleep(TICK_S)
-            self.cut_slow(trio.current_time())
+            for abort in self.cut_slow(trio.current_time()):
+                nursery.start_soon(abort)
 
-    def cut_slow(self, now: float) -> None:
-        """Cut every client behind, or stuck in a socket write, for ``send_timeout_s``."""
+    def cut_slow(self, now: float) -> list[Callable[[], Awaitable[None]]]:
+        """Cut every client behind, or stuck in a socket write, for ``send_timeout_s``; wake
+        those whose lifetime has passed (their handler waits with no deadline of its own).
+        The aborts of clients cut a tick ago and still here: their write never ended (hypercorn
+        writes in a shielded scope, docs/stack.md, trap 1), so their connection is dropped."""
         limit = self.config.send_timeout_s
+        aborts = []
         for client in list(self._clients):
-            if client.lagging_since is not None and now - client.lagging_since >= limit:
+            if client.cut:
+                if client.abort is not None:
+                    aborts.append(client.abort)
+                    client.abort = None  # once
+            elif client.lagging_since is not None and now - client.lagging_since >= limit:
                 client.cut_off(f"too slow: behind for {limit:g} s")
             elif client.sending_since is not None and now - client.sending_since >= limit:
                 client.cut_off(f"too slow: a write blocked for {limit:g} s")
+            elif now >= client.ends_at:
+                client.wake()
         self.ring.trim(now)
+        return aborts
 
     def close_all(self) -> None:
         """At shutdown: end every client's stream, and any later one's, so each closes with 1001."""
