@@ -20,10 +20,12 @@ The numbers of one run (bench/README.md explains how to read them):
    subscribed that never read again (raw sockets, SO_RCVBUF 4096); ``/status`` cut_off and
    dropped after. ``--rounds`` of the two, alternated; the best of each is compared.
 
-The clients are light: websockets' sans-I/O ``ClientProtocol`` over raw trio sockets, many per
-process (``--client-worker``), in ``--client-procs`` processes beyond 100 clients, opening
-``--concurrency`` (50) at a time. Every client counts every update; ``--sample`` of them
-(spread over the processes) also decode each one and time it.
+The clients are light: handshake and subscribe by hand in trio (``--concurrency``, 50, at a
+time), then one ``select.epoll`` loop per process over all its sockets, frames parsed by
+``parse_frames``, pings answered; in ``--client-procs`` processes beyond 100 clients. Every
+client counts every update; ``--sample`` of them (spread over the processes) also decode each
+one and time it. The stalled clients of the ingest phase use websockets' sans-I/O
+``ClientProtocol`` (``open_ws``) and never read after the reply.
 
 Usage: ``python bench/stream.py [--phases latency,rss,ingest] [--sizes 1,100,1000]
 [--rate R] [--max-deliveries D] [--seconds S] [--idle N] [--feeds N] [--rounds N]
@@ -485,12 +487,24 @@ async def open_clients(
 
 
 class _RelayClient:
+    """A client's queue and writer; with nothing queued or being written, a frame goes straight
+    into the socket's buffer (as Chrono's ``_write_now`` does), the writer only for the rest."""
+
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self.pending: list[bytes] = []
         self.wake = trio.Event()
+        self.writing = False
 
     def push(self, data: bytes) -> None:
+        if not self.pending and not self.writing:
+            try:
+                sent = os.write(self.stream.socket.fileno(), data)
+            except OSError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
         self.pending.append(data)
         self.wake.set()
 
@@ -500,7 +514,11 @@ class _RelayClient:
                 self.wake = trio.Event()
                 await self.wake.wait()
             batch, self.pending = self.pending, []
-            await self.stream.send_all(b"".join(batch))
+            self.writing = True
+            try:
+                await self.stream.send_all(b"".join(batch))
+            finally:
+                self.writing = False
 
 
 async def _relay_client(clients: set[_RelayClient], stream: trio.SocketStream) -> None:
@@ -862,7 +880,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=10.0, help="each latency step's length")
     parser.add_argument("--sample", type=int, default=100, help="clients timed per step")
     parser.add_argument("--idle", type=int, default=10_000, help="idle clients for the RSS")
-    parser.add_argument("--feeds", type=int, default=300_000, help="the ingest burst")
+    parser.add_argument("--feeds", type=int, default=1_000_000, help="the ingest burst")
     parser.add_argument("--rounds", type=int, default=2, help="ingest runs of each case")
     parser.add_argument("--stalled", type=int, default=100, help="stalled clients")
     parser.add_argument("--client-procs", type=int, default=2, help="beyond 100 clients")

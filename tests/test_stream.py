@@ -231,6 +231,24 @@ async def test_min_interval_conflates_to_the_newest_and_never_loses_it(
         assert _prices(await client.next_batch()) == ["5"]
 
 
+async def test_held_updates_of_several_sources_are_released_in_seq_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = StreamHub(StreamConfig())
+    with hub.connected() as client:
+        await _subscribed(hub, client, Throttle(min_interval_s=1.0))
+        for source in ("kraken", "coinbase"):  # the first of each at once
+            hub.publish(Feeds.of([feed("1", source=source)]))
+        assert _prices(await client.next_batch()) == ["1", "1"]
+        hub.publish(Feeds.of([feed("2", source="kraken")]))  # held: kraken first ...
+        hub.publish(Feeds.of([feed("3", source="coinbase")]))
+        hub.publish(Feeds.of([feed("4", source="kraken")]))  # ... then its newer one
+        batch = await client.next_batch()
+        assert _prices(batch) == ["3", "4"]  # both due at once: coinbase's came first
+        seqs = [json.loads(m)["seq"] for m in batch]
+        assert seqs == sorted(seqs)
+
+
 async def test_deviation_sends_a_move_at_once_and_an_unmoved_price_only_after_the_heartbeat(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

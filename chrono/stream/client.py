@@ -174,7 +174,9 @@ class StreamClient:
     def hold(
         self, sub: Subscription, source: str, message: str, price: float | None, due: float
     ) -> None:
-        """A throttled update, until ``due``; a newer one of the same source replaces it."""
+        """A throttled update, until ``due``; a newer one of the same source replaces it, and
+        moves to the end: the held are kept (and released) in seq order."""
+        self.held.pop((sub, source), None)
         self.held[sub, source] = _Held(due, message, price)
         if due < self.next_due:
             self.next_due = due
