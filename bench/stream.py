@@ -566,7 +566,7 @@ async def relay(sim_url: str) -> None:
 # --- chrono run ------------------------------------------------------------------------------
 
 
-def write_config(folder: Path, sim_url: str) -> Path:
+def write_config(folder: Path, sim_url: str, stream_toml: str = "") -> Path:
     batch = BatchConfig()
     text = CHRONO_CONFIG.format(
         url=sim_url,
@@ -575,7 +575,7 @@ def write_config(folder: Path, sim_url: str) -> Path:
         max_interval_ms=batch.max_interval_ms,
     ).replace("[auth]\n", f'[auth]\npublic_keys = ["{PUBLIC_KEY}"]\n')
     config = folder / "config.toml"
-    config.write_text(f"{text}\n{STREAM_TOML}")
+    config.write_text(f"{text}\n{STREAM_TOML}\n{stream_toml}")
     return config
 
 
@@ -599,12 +599,12 @@ async def wait_stream_clients(port: int, clients: int, timeout_s: float = 30) ->
 
 @asynccontextmanager
 async def open_chrono(
-    sim: CoinbaseSimulator, label: str
+    sim: CoinbaseSimulator, label: str, stream_toml: str = ""
 ) -> AsyncIterator[tuple[ChronoProcess, SqliteDb]]:
     """A fresh ``chrono run`` on a fresh ``sim`` (silent), its collector subscribed, and its
-    SQLite file; SIGTERM must exit 0."""
+    SQLite file; SIGTERM must exit 0. ``stream_toml``: a ``[stream]`` table to add."""
     with tempfile.TemporaryDirectory(prefix="chrono-bench-stream-") as tmp:
-        async with open_bench_chrono(write_config(Path(tmp), sim.url)) as chrono:
+        async with open_bench_chrono(write_config(Path(tmp), sim.url, stream_toml)) as chrono:
             print(f"{label}: chrono run is pid {chrono.process.pid}", file=sys.stderr)
             db = SqliteDb(Path(tmp) / "chrono.db")
             try:
@@ -638,15 +638,20 @@ async def _steady(
     rate: float,
     args: argparse.Namespace,
     port: int | None,
+    stalled: int = 0,
+    seconds: float | None = None,
 ) -> dict[str, Any]:
-    """``clients`` subscribed to ``url``; ``rate`` tickers/s for ``args.seconds``; every update
-    counted at every client, the sampled ones timed. ``port``: chrono's, for ``dropped``."""
+    """``clients`` subscribed to ``url``; ``rate`` tickers/s for ``seconds`` (``args.seconds``);
+    every update counted at every client, the sampled ones timed. ``port``: chrono's, for
+    ``dropped``. ``stalled``: clients more, subscribed and never read again (then every one of
+    the ``clients`` must get every update, and every stalled one must be cut)."""
     async with open_clients(url, clients, args, sample=min(args.sample, clients)) as handle:
-        dropped = (await stream_status(port))["dropped"] if port else 0
+        before_stats = await stream_status(port) if port else {}
+        stuck = [(await open_ws(url, rcvbuf=STALLED_RCVBUF))[0].stream for _ in range(stalled)]
         before = len(sim.ticks)
         sim.set_rate(rate)
         sim.set_silent(False)
-        await trio.sleep(args.seconds)
+        await trio.sleep(seconds or args.seconds)
         sim.set_silent(True)
         sent = len(sim.ticks) - before
 
@@ -655,14 +660,33 @@ async def _steady(
 
         await poll(drained, DRAIN_TIMEOUT_S)
         result = await handle.stop()
-        dropped = (await stream_status(port))["dropped"] - dropped if port else 0
+        if stalled and port:
+
+            async def all_cut() -> bool:
+                cut = (await stream_status(port))["cut_off"] - before_stats["cut_off"]
+                return bool(cut >= stalled)
+
+            await poll(all_cut, CUT_WAIT_S)
+        after = await stream_status(port) if port else {}
+        for stream in stuck:
+            await trio.aclose_forcefully(stream)
     counts = result["counts"]
-    if max(counts) > sent or (min(counts) < sent and not dropped):
+    dropped = after["dropped"] - before_stats["dropped"] if port else 0
+    if max(counts) > sent or (min(counts) < sent and (stalled or not dropped)):
         raise BenchError(
             f"{clients} clients of {url.split('?')[0]}: {min(counts)}..{max(counts)} updates "
             f"each for {sent} tickers sent, {dropped} dropped"
         )
-    return {
+    extra = {}
+    if stalled:
+        extra = {
+            "stalled": stalled,
+            "stalled_parked": after["parked"] - before_stats["parked"],
+            "stalled_cut_off": after["cut_off"] - before_stats["cut_off"],
+        }
+        if extra["stalled_cut_off"] < stalled:
+            raise BenchError(f"{extra['stalled_cut_off']} of {stalled} stalled clients cut off")
+    return extra | {
         "clients": clients,
         "rate_per_s": rate,
         "sent": sent,
@@ -704,6 +728,30 @@ async def measure_latency(args: argparse.Namespace, log: Any) -> list[dict[str, 
             relay_proc.kill()
         nursery.cancel_scope.cancel()
     return out
+
+
+MIXED_TOML: Final = "[stream]\nqueue_messages = 100\n"  # conflated within the step
+
+
+async def measure_mixed(args: argparse.Namespace, log: Any) -> dict[str, Any]:
+    """``--mixed`` clients (the last ``--sizes`` entry) that read, and ``--stalled-mixed`` that
+    stop reading, on the same symbols of one ``chrono run`` whose clients are conflated past
+    100 queued updates; ``--mixed-seconds`` long, so that the stalled ones are conflated and
+    cut (a write blocked for send_timeout_s, 10 s) during the step."""
+    sim = CoinbaseSimulator(symbols=PRODUCTS)
+    sim.set_silent(True)
+    clients = args.sizes[-1]
+    rate = min(args.rate, args.max_deliveries / clients)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sim.serve)
+        async with open_chrono(sim, "mixed", MIXED_TOML) as (chrono, _db):
+            url = f"ws://127.0.0.1:{chrono.port}/stream?key={PUBLIC_KEY}"
+            log(f"mixed: {clients} clients and {args.stalled_mixed} stalled at {rate:g} tickers/s")
+            row = await _steady(
+                sim, url, clients, rate, args, chrono.port, args.stalled_mixed, args.mixed_seconds
+            )
+        nursery.cancel_scope.cancel()
+    return row
 
 
 # --- 2. RSS with idle clients ----------------------------------------------------------------
@@ -815,6 +863,18 @@ def render(result: dict[str, Any]) -> str:
             f"  complete clients: relay {relay['complete_clients']}/{row['clients']}, chrono "
             f"{chrono['complete_clients']}/{row['clients']} (dropped {chrono['dropped']})",
         ]
+    if mixed := result.get("mixed"):
+        c = mixed["latency_ms"]
+        goal = GOALS["p99_ms"].get(mixed["clients"])
+        verdict = f"   goal p99 <= {goal:g} ms: {_goal(c['p99'] <= goal)}" if goal else ""
+        lines += [
+            f"mixed, {mixed['clients']:>5} clients reading and {mixed['stalled']} stalled at "
+            f"{mixed['rate_per_s']:g} tickers/s ({c['samples']:,} updates timed)",
+            f"  chrono /stream:    p50 {c['p50']:7.2f} ms  p99 {c['p99']:7.2f} ms  "
+            f"max {c['max']:7.1f} ms{verdict}",
+            f"  complete clients {mixed['complete_clients']}/{mixed['clients']}; stalled: parked "
+            f"{mixed['stalled_parked']}, cut off {mixed['stalled_cut_off']}/{mixed['stalled']}",
+        ]
     if rss := result.get("rss"):
         total = rss["rss_mib_after"]
         lines.append(
@@ -855,6 +915,8 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"cores": os.cpu_count()}
     if "latency" in args.phases:
         result["latency"] = await measure_latency(args, log)
+    if "mixed" in args.phases:
+        result["mixed"] = await measure_mixed(args, log)
     if "rss" in args.phases:
         result["rss"] = await measure_rss(args, log)
     if "ingest" in args.phases:
@@ -868,7 +930,7 @@ def _ints(text: str) -> list[int]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--phases", type=lambda s: s.split(","), default="latency,rss,ingest")
+    parser.add_argument("--phases", type=lambda s: s.split(","), default="latency,mixed,rss,ingest")
     parser.add_argument("--sizes", type=_ints, default=[1, 100, 1000], help="clients per step")
     parser.add_argument("--rate", type=float, default=200.0, help="tickers/s (both products)")
     parser.add_argument(
@@ -882,7 +944,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--idle", type=int, default=10_000, help="idle clients for the RSS")
     parser.add_argument("--feeds", type=int, default=1_000_000, help="the ingest burst")
     parser.add_argument("--rounds", type=int, default=2, help="ingest runs of each case")
-    parser.add_argument("--stalled", type=int, default=100, help="stalled clients")
+    parser.add_argument("--stalled", type=int, default=100, help="stalled clients (ingest)")
+    parser.add_argument("--stalled-mixed", type=int, default=10, help="stalled clients (mixed)")
+    parser.add_argument("--mixed-seconds", type=float, default=20.0, help="the mixed step")
     parser.add_argument("--client-procs", type=int, default=2, help="beyond 100 clients")
     parser.add_argument(
         "--concurrency", type=int, default=50, help="clients opening at once (README: 200)"
