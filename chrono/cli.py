@@ -306,4 +306,8 @@ def render_status(status: StatusReport) -> str:
         writer.store, f"FAILING: {writer.last_error} ({spooled} batches spooled)"
     )
     lines.append(f"store: {store.kind} {where}  rows written {store.rows_written}  {state}")
+    for alert in status.alerts.active:
+        subject = "" if alert.subject == "*" else f" ({alert.subject})"
+        since = alert.since.strftime("%Y-%m-%d %H:%M:%SZ")
+        lines.append(f"ALERT {alert.rule}{subject}: {alert.detail}, since {since}")
     return "\n".join(lines)

@@ -227,6 +227,27 @@ class StreamConfig(_Section, frozen=True):
     status_check_ms: PositiveInt = 1000  # how often source, symbol and store states are read
 
 
+class AlertsConfig(_Section, frozen=True):
+    """Alert rules and their thresholds (docs/alerts.md): each alert fires once when its
+    condition has held for its time, and resolves once it has been clear ``hold_down_s``."""
+
+    enabled: bool = True
+    check_interval_s: Positive = 1.0
+    hold_down_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0  # clear this long to resolve
+    no_data_s: Positive = 60.0  # a collector with no data this long
+    collector_down_s: Positive = 60.0  # a collector not streaming this long
+    consecutive_failures: PositiveInt = 10  # connections in a row that failed before data
+    ingest_error_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.05  # of POST /internal/ingest
+    ingest_window_s: Positive = 300.0  # ... answers over this window
+    ingest_min_requests: PositiveInt = 20  # ... once it has at least this many
+    store_down_s: Positive = 10.0
+    spool_fill: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.8
+    below_quorum_s: Positive = 30.0  # a symbol's consensus short of min_sources this long
+    webhooks: list[Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s]+$")]] = []
+    webhook_timeout_s: Positive = 5.0
+    webhook_retries: NonNegativeInt = 5  # a 5xx or no answer is retried, with backoff
+
+
 class FtsoConfig(_Section, frozen=True):
     """Flare FTSOv2 feed-value endpoints (``POST /feed-values/...``)."""
 
@@ -284,6 +305,7 @@ class Config(_Section, frozen=True):
     consensus: ConsensusConfig = ConsensusConfig()
     ftso: FtsoConfig = FtsoConfig()
     stream: StreamConfig = StreamConfig()
+    alerts: AlertsConfig = AlertsConfig()
     collectors: list[CollectorConfig] = []
 
     def symbols(self) -> list[str]:

@@ -28,6 +28,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from chrono import __version__
+from chrono.alerts.rules import RULES
 from chrono.consensus import Consensus
 from chrono.histogram import Histogram, HistogramStatistics
 from chrono.status import StatusReport
@@ -96,6 +97,7 @@ class _OneScrape(Collector):
         yield from _pipeline(s)
         yield from _consensus(s.consensus)
         yield from _http(s)
+        yield from _alerts(s.status)
 
 
 def _gauge(name: str, doc: str, value: float, labels: Mapping[str, str] | None = None) -> Metric:
@@ -142,6 +144,22 @@ def _service(status: StatusReport) -> Iterator[Metric]:
     yield restarts
 
 
+def _alerts(status: StatusReport) -> Iterator[Metric]:
+    a = status.alerts
+    active = GaugeMetricFamily("chrono_alert_active", "Alerts of the rule firing now "
+                               "(docs/alerts.md)", labels=["rule"])  # fmt: skip
+    counts = dict.fromkeys(RULES, 0)
+    for alert in a.active:
+        counts[alert.rule] = counts.get(alert.rule, 0) + 1
+    for rule, n in counts.items():
+        active.add_metric([rule], n)
+    yield active
+    yield _counter("chrono_alerts_fired", "Alerts fired", a.fired)
+    yield _counter("chrono_alerts_resolved", "Alerts resolved", a.resolved)
+    yield _counter("chrono_alert_webhook_failures", "Alert events a webhook never took "
+                   "(refused, or retries spent)", a.webhook_failures)  # fmt: skip
+
+
 def _collectors(s: Scrape) -> Iterator[Metric]:
     collectors = s.status.collectors
     feeds = CounterMetricFamily("chrono_feeds_collected", "Valid feeds a collector handed to the "
@@ -150,6 +168,8 @@ def _collectors(s: Scrape) -> Iterator[Metric]:
                                      "reason", labels=["collector", "reason"])  # fmt: skip
     up = GaugeMetricFamily("chrono_collector_streaming", "1 while the collector streams data",
                            labels=["collector"])  # fmt: skip
+    failing = GaugeMetricFamily("chrono_collector_failures_in_a_row", "Connections in a row "
+                                "that failed before any data", labels=["collector"])  # fmt: skip
     last = GaugeMetricFamily("chrono_collector_last_data_timestamp_seconds", "When the "
                              "collector last received data", labels=["collector"])  # fmt: skip
     for c in collectors:
@@ -158,9 +178,10 @@ def _collectors(s: Scrape) -> Iterator[Metric]:
                               ("rate_limited", c.rate_limited)):  # fmt: skip
             reconnects.add_metric([c.worker_id, reason], count)
         up.add_metric([c.worker_id], 1.0 if c.state == "streaming" else 0.0)
+        failing.add_metric([c.worker_id], c.failures_in_a_row)
         if c.last_data_at is not None:
             last.add_metric([c.worker_id], c.last_data_at.timestamp())
-    yield from (feeds, reconnects, up, last)
+    yield from (feeds, reconnects, up, failing, last)
     feeds_by = CounterMetricFamily(
         "chrono_feeds",
         "Feeds by source and what became of them: collected, duplicate (dropped by the "

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
@@ -32,6 +32,8 @@ from typing import Any
 import trio
 
 from chrono import __version__
+from chrono.alerts import Alerts, Facts
+from chrono.alerts.webhook import post_events
 from chrono.api import ApiContext, create_app, serve_http
 from chrono.api.auth import Keys
 from chrono.api.limits import Limiter
@@ -151,6 +153,9 @@ class Service:
             limiter=Limiter(config.limits),
             cors=config.cors,
         )
+        self.alerts = Alerts(config.alerts)
+        self._ingest_window: deque[tuple[float, int, int]] = deque()  # (time, answers, errors)
+        self._restarts_seen: dict[str, int] = {}
         self._collecting = trio.CancelScope()
         self.http_port = 0
         self.notifier = Notifier()  # systemd's READY, STATUS, WATCHDOG, STOPPING; or nothing
@@ -204,7 +209,8 @@ class Service:
         app = create_app(self.api)
         stopping = self.api.stopping
         serve = partial(serve_http, app, self.config.server, stopping, self.config.stream)
-        heartbeats, snapshotting, notifying = (
+        heartbeats, snapshotting, notifying, alerting = (
+            trio.CancelScope(),
             trio.CancelScope(),
             trio.CancelScope(),
             trio.CancelScope(),
@@ -217,6 +223,8 @@ class Service:
             root.start_soon(_within, heartbeats, self._supervised("stream_hub", self.hub.run))
             if self.notifier.enabled:
                 root.start_soon(_within, notifying, self._notify_systemd)
+            if self.config.alerts.enabled:
+                root.start_soon(_within, alerting, self._supervised("alerts", self._run_alerts))
             if self.config.consensus.snapshot_interval_s:
                 snapshots = self._supervised("snapshots", self.snapshots.run)
                 root.start_soon(_within, snapshotting, snapshots)
@@ -225,6 +233,7 @@ class Service:
             heartbeats.cancel()
             snapshotting.cancel()
             notifying.cancel()
+            alerting.cancel()
             self.hub.close_all()  # stream handlers close with 1001 instead of being cancelled
             stopping.set()  # the server finishes in-flight requests within its grace period
             root.cancel_scope.deadline = (
@@ -286,6 +295,58 @@ class Service:
                 await trio.sleep(STATUS_EVERY_S)
                 self.notifier.status(self.summary())
 
+    async def _run_alerts(self) -> None:
+        async with trio.open_nursery() as nursery:
+            if self.config.alerts.webhooks:
+                nursery.start_soon(post_events, self.alerts)
+            await self.alerts.run(self.alert_facts)
+
+    async def alert_facts(self) -> Facts:
+        """One picture of the service for the alert rules."""
+        config = self.config
+        below: dict[str, str] | None = None
+        try:
+            symbols = config.symbols()
+            below = {
+                c.symbol: f"{c.num_sources} of {config.consensus.min_sources} sources needed"
+                for c in (await self.aggregator.live(symbols) if symbols else [])
+                if c.status == "insufficient_sources"
+            }
+        except StoreError:
+            pass  # unknown this time: the rule keeps what it had
+        restarts = {}
+        for name, child in self.children.items():
+            restarts[name] = child.restarts - self._restarts_seen.get(name, child.restarts)
+            self._restarts_seen[name] = child.restarts
+        return Facts(
+            now=utc_now(),
+            started_at=self.started_at,
+            collectors=[c.statistics() for c in self.collectors],
+            store_up=self.writer.healthy,
+            store_state=self.writer.state(),
+            spool_fill=self.writer.spool.fill(),
+            below_quorum=below,
+            ingest=self._ingest_errors(),
+            restarts=restarts,
+        )
+
+    def _ingest_errors(self) -> tuple[int, int] | None:
+        """(answers, errors) of ``POST /internal/ingest`` over ``[alerts] ingest_window_s``;
+        None while there were fewer than ``ingest_min_requests``."""
+        config, now = self.config.alerts, trio.current_time()
+        answers = errors = 0
+        for r in self.api.http_stats.requests():
+            if r.route == "/internal/ingest" and r.method == "POST":
+                answers += r.count
+                errors += r.count if r.status >= 400 else 0
+        window = self._ingest_window
+        window.append((now, answers, errors))
+        while len(window) > 1 and now - window[1][0] >= config.ingest_window_s:
+            window.popleft()  # the oldest kept is the window's start
+        _, answers_then, errors_then = window[0]
+        seen = answers - answers_then
+        return (seen, errors - errors_then) if seen >= config.ingest_min_requests else None
+
     async def _stream_consensus(self, symbols: list[str]) -> list[ChannelValue]:
         """The consensus channel's values: each live consensus as ``/aggregates/consensus``
         gives it."""
@@ -341,6 +402,7 @@ class Service:
             store=self.store.statistics(),
             limits=self.api.limiter.statistics(),
             supervisor=[c.statistics() for c in self.children.values()],
+            alerts=self.alerts.statistics(),
         )
 
     async def metrics(self) -> bytes:

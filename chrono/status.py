@@ -11,6 +11,7 @@ from datetime import datetime
 
 import msgspec
 
+from chrono.alerts.engine import AlertsStatistics
 from chrono.collect.stats import CollectorStatistics
 from chrono.consensus.snapshots import SnapshotStatistics
 from chrono.pipeline.batcher import BatcherStatistics
@@ -69,6 +70,7 @@ class StatusReport(msgspec.Struct, frozen=True, kw_only=True):
     store: StoreStatistics
     limits: LimiterStats
     supervisor: list[ChildStatistics]
+    alerts: AlertsStatistics
 
 
 _decoder = msgspec.json.Decoder(StatusReport)

@@ -91,6 +91,7 @@ async def test_reconnects_and_resubscribes_after_an_abrupt_close(nursery: trio.N
         before = len(h.feeds)
         await wait_until(lambda: len(h.feeds) >= before + 4)
     assert h.stats.reconnects == 1
+    assert h.stats.failures_in_a_row == 0  # the lost connection had delivered data
     assert h.sim.connections_total == 2
     assert h.sim.subscribe_requests[0] == h.sim.subscribe_requests[1]
     assert "1006" in (h.stats.last_error or "")
@@ -160,3 +161,4 @@ async def test_an_unreachable_exchange_is_retried_with_backoff(nursery: trio.Nur
         nursery.start_soon(run_collector, config, FeedRules(), send, stats)
         await wait_until(lambda: stats.reconnects >= 3)
     assert "cannot connect" in (stats.last_error or "")
+    assert stats.failures_in_a_row >= 3  # what the collector_failing alert counts

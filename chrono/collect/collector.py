@@ -125,6 +125,7 @@ class _Collector:
             )  # fmt: skip
         stats.connected_at = None
         stats.state = "backoff"
+        stats.failures_in_a_row = 0 if session.first_data.is_set() else stats.failures_in_a_row + 1
         await trio.sleep(delay)
         stats.reconnects += 1
 

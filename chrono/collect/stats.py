@@ -28,6 +28,7 @@ class CollectorStatistics(msgspec.Struct, frozen=True, kw_only=True):
     uptime_s: float | None
     connections: int
     reconnects: int
+    failures_in_a_row: int  # connections that failed before any data, since the last that had some
     rotations: int
     resubscribes: int
     rate_limited: int
@@ -55,6 +56,7 @@ class CollectorStats:
     connected_at: datetime | None = None
     connections: int = 0  # connections opened
     reconnects: int = 0  # connections replaced after a failure or silence
+    failures_in_a_row: int = 0  # ... that delivered nothing, since the last that did
     rotations: int = 0  # planned make-before-break replacements (age or server notice)
     resubscribes: int = 0  # stale symbols subscribed again on a live connection
     rate_limited: int = 0  # handshakes refused with 429 / Retry-After
@@ -92,6 +94,7 @@ class CollectorStats:
             uptime_s=_age_s(self.connected_at, now),
             connections=self.connections,
             reconnects=self.reconnects,
+            failures_in_a_row=self.failures_in_a_row,
             rotations=self.rotations,
             resubscribes=self.resubscribes,
             rate_limited=self.rate_limited,
