@@ -1,4 +1,4 @@
-"""``chrono``: run | status | check-config | migrate | simulate.
+"""``chrono``: run | status [--watch] | check-config | migrate | simulate.
 
 Exit codes: 0 ok, 1 runtime failure (daemon unreachable, a supervisor gave up, an aborted
 drain, a store schema newer than the code, a store ``migrate`` cannot reach), 2 bad usage or
@@ -24,6 +24,7 @@ from chrono.errors import ChronoError, ConfigError, DaemonUnreachable, SchemaToo
 from chrono.logs import configure_logging
 from chrono.model import is_canonical_symbol
 from chrono.status import StatusReport
+from chrono.watch import watch
 
 log = logging.getLogger("chrono")
 
@@ -53,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--url", help="the daemon's address, e.g. http://127.0.0.1:8080")
     status.add_argument("--key", help="an admin key (default: the config's first admin key)")
     status.add_argument("--json", action="store_true", help="print the raw /status JSON")
+    status.add_argument(
+        "--watch", action="store_true", help="refresh until Ctrl-C (a live view on a terminal)"
+    )
+    status.add_argument("--interval", type=float, default=2.0, help="--watch: seconds (2)")
     status.set_defaults(handler=_status)
     check = sub.add_parser("check-config", help="validate a config and print it, keys masked")
     check.add_argument("config")
@@ -215,6 +220,12 @@ def _status(args: argparse.Namespace) -> int:
     if not url:
         print("chrono status: give a CONFIG or --url", file=sys.stderr)
         return 2
+    if args.watch:
+        if args.interval <= 0:
+            print("chrono status: --interval must be above 0", file=sys.stderr)
+            return 2
+        return watch(lambda: fetch_status(url, key), render_status, interval_s=args.interval,
+                     as_json=args.json)  # fmt: skip
     try:
         status = fetch_status(url, key)
     except DaemonUnreachable as exc:
