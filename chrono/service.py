@@ -152,6 +152,7 @@ class Service:
             stream_max_message_bytes=config.server.stream_max_message_bytes,
             limiter=Limiter(config.limits),
             cors=config.cors,
+            symbols=config.symbols(),
         )
         self.alerts = Alerts(config.alerts)
         self._ingest_window: deque[tuple[float, int, int]] = deque()  # (time, answers, errors)

@@ -41,6 +41,7 @@ ROUTE_ROLES: RouteRoles = (
     ("/prices/", frozenset({Role.PUBLIC})),
     ("/aggregates/", frozenset({Role.PUBLIC})),
     ("/status", frozenset({Role.ADMIN})),
+    ("/dashboard/", frozenset({Role.PUBLIC})),
 )
 FTSO_ROLES: RouteRoles = (("/feed-values/", frozenset({Role.PUBLIC})),)  # [ftso] require_key
 
@@ -61,7 +62,17 @@ def roles_for(path: str, table: RouteRoles = ROUTE_ROLES) -> frozenset[Role] | N
 
 
 def create_app(ctx: ApiContext) -> QuartTrio:
-    from chrono.api import aggregates, ftso, ingest, metrics, openapi, ops, prices, stream
+    from chrono.api import (
+        aggregates,
+        dashboard,
+        ftso,
+        ingest,
+        metrics,
+        openapi,
+        ops,
+        prices,
+        stream,
+    )
 
     table = ROUTE_ROLES + (FTSO_ROLES if ctx.ftso.require_key else ())
 
@@ -149,6 +160,7 @@ def create_app(ctx: ApiContext) -> QuartTrio:
     openapi.register(app, ctx)
     metrics.register(app, ctx)
     stream.register(app, ctx)
+    dashboard.register(app, ctx)
     return app
 
 

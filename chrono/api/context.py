@@ -62,6 +62,7 @@ class ApiContext:
     stream_max_message_bytes: int = 65_536  # a bigger client message closes /stream with 1009
     limiter: Limiter = field(default_factory=Limiter)  # rate limits, /stream slots
     cors: CorsConfig = field(default_factory=CorsConfig)
+    symbols: list[str] = field(default_factory=list)  # the configured ones (the dashboard's)
 
 
 def json_response(body: Any, status: int = 200) -> Response:

@@ -32,6 +32,7 @@ from chrono.api import schema
 from chrono.api.aggregates import ConsensusQuery, HistoryQuery
 from chrono.api.auth import Role
 from chrono.api.context import ApiContext
+from chrono.api.dashboard import DashboardState
 from chrono.api.errors import ErrorCode
 from chrono.api.ftso import ROUND_RULE, FeedValuesRequest
 from chrono.api.ingest import MAX_FEEDS, _Envelope, _Feed
@@ -87,6 +88,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: schema.HealthBody, 503: schema.HealthBody},
     ),
     ("GET", "/status"): Operation("Every component's statistics", {200: StatusReport}),
+    ("GET", "/"): Operation("The dashboard (one HTML page; docs/alerts.md, README)", {200: HTML}),
+    ("GET", "/dashboard/state"): Operation(
+        "What the dashboard shows besides /stream: collectors, freshness per source, the store "
+        "and spool, active alerts",
+        {200: DashboardState},
+    ),
     ("GET", "/metrics"): Operation("Prometheus text exposition", {200: METRICS_TYPE}),
     ("GET", "/openapi.json"): Operation("This document", {200: JSON}),
     ("GET", "/docs"): Operation("This document, readable", {200: HTML}),
