@@ -1,4 +1,4 @@
-"""``chrono``: run | status [--watch] | check-config | migrate | simulate.
+"""``chrono``: run | status [--watch] | check-config | migrate | simulate | demo.
 
 Exit codes: 0 ok, 1 runtime failure (daemon unreachable, a supervisor gave up, an aborted
 drain, a store schema newer than the code, a store ``migrate`` cannot reach), 2 bad usage or
@@ -66,7 +66,37 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("config")
     migrate.set_defaults(handler=_migrate)
     _simulate_parser(sub)
+    demo = sub.add_parser(
+        "demo", help="every simulator and Chrono on loopback: the product without internet"
+    )
+    demo.add_argument("--port", type=int, default=8080, help="Chrono's port (0: any free one)")
+    demo.add_argument("--dir", help="keep the store here (default: a folder removed at the end)")
+    demo.add_argument("--rate", type=float, default=5.0, help="frames/s per exchange")
+    demo.set_defaults(handler=_demo)
     return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from chrono.demo import run_demo
+    from chrono.simulate import SimulateOptions
+
+    if not 0 <= args.port <= 65535 or args.rate <= 0:
+        print("chrono demo: --port must be 0..65535 and --rate above 0", file=sys.stderr)
+        return 2
+    folder = Path(args.dir) if args.dir else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    configure_logging(level="info", fmt="text", secrets=[])
+    gcpolicy.tune()
+    try:
+        trio.run(run_demo, SimulateOptions(rate=args.rate), args.port, folder,
+                 lambda text: print(text, flush=True))  # fmt: skip
+    except ChronoError as exc:
+        log.error("chrono demo stopped: %s", exc)
+        return 1
+    return 0
 
 
 def _simulate_parser(sub: Any) -> None:
