@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
 
+from chrono.testing.process import ChronoProcess, open_chrono
+from chrono.testing.simulators.coinbase import CoinbaseSimulator
 from tests.conftest import ADMIN_KEY, PUBLIC_KEY
 
 CONFIG = """
@@ -101,3 +106,21 @@ async def chrono_status(config: Path) -> subprocess.CompletedProcess[bytes]:
         capture_stderr=True,
         check=False,
     )
+
+
+@asynccontextmanager
+async def coinbase_chrono(
+    folder: Path, nursery: trio.Nursery, *, extra: str = ""
+) -> AsyncIterator[tuple[ChronoProcess, Path]]:
+    """A ``chrono run`` (its config with ``extra`` appended) collecting from a ticking Coinbase
+    simulator, subscribed; after the block, SIGTERM must drain it to exit 0."""
+    sim = CoinbaseSimulator(tick_interval_s=0.05)
+    await nursery.start(sim.serve)
+    config = await write_config(folder, sim.url)
+    if extra:
+        config.write_text(config.read_text() + extra)
+    async with open_chrono(config) as daemon:
+        await sim.wait_subscribed()
+        yield daemon, config
+        daemon.process.send_signal(signal.SIGTERM)
+        assert await daemon.wait_exit() == 0

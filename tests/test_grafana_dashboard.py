@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 from pathlib import Path
 
 import httpx
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from chrono.testing.process import open_chrono
-from chrono.testing.simulators.coinbase import CoinbaseSimulator
-from tests.daemon import write_config
+from tests.daemon import coinbase_chrono
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "chrono.json"
 SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created")
@@ -44,18 +41,13 @@ def test_the_panels_sit_on_the_grid_and_each_queries_prometheus() -> None:
 async def test_every_metric_the_dashboard_queries_is_in_a_live_scrape(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    sim = CoinbaseSimulator(tick_interval_s=0.02)
-    await nursery.start(sim.serve)
-    config = await write_config(tmp_path, sim.url)
     with trio.fail_after(60):
-        async with open_chrono(config) as daemon:
-            await sim.wait_subscribed()
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.port}") as http:
+        async with coinbase_chrono(tmp_path, nursery) as (daemon, _config):
+            base = f"http://127.0.0.1:{daemon.port}"
+            async with httpx.AsyncClient(base_url=base) as http:
                 await http.get("/health")  # an HTTP answer to count
                 await trio.sleep(1)  # a batch stored: the store's histograms have samples
                 text = (await http.get("/metrics")).text
-            daemon.process.send_signal(signal.SIGTERM)
-            assert await daemon.wait_exit() == 0
     exported = set()
     for family in text_string_to_metric_families(text):
         exported.add(family.name)

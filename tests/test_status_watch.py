@@ -18,10 +18,8 @@ import trio
 
 from chrono.errors import DaemonUnreachable
 from chrono.status import StatusReport
-from chrono.testing.process import open_chrono
-from chrono.testing.simulators.coinbase import CoinbaseSimulator
 from chrono.watch import CLEAR, GREEN, RED, fit, paint, watch
-from tests.daemon import write_config
+from tests.daemon import coinbase_chrono
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -56,12 +54,8 @@ def test_into_a_pipe_each_refresh_is_a_plain_block_and_an_unreachable_daemon_is_
 async def test_on_a_terminal_it_redraws_in_colour_within_the_width_and_ctrl_c_ends_it(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    sim = CoinbaseSimulator(tick_interval_s=0.05)
-    await nursery.start(sim.serve)
-    config = await write_config(tmp_path, sim.url)
     with trio.fail_after(60):
-        async with open_chrono(config) as daemon:
-            await sim.wait_subscribed()
+        async with coinbase_chrono(tmp_path, nursery) as (_daemon, config):
             main, child = pty.openpty()
             env = {**os.environ, "COLUMNS": "50", "LINES": "40"}
             watching = await trio.lowlevel.open_process(
@@ -78,8 +72,6 @@ async def test_on_a_terminal_it_redraws_in_colour_within_the_width_and_ctrl_c_en
             watching.send_signal(signal.SIGINT)
             assert await watching.wait() == 0
             os.close(main)
-            daemon.process.send_signal(signal.SIGTERM)
-            assert await daemon.wait_exit() == 0
     screen = seen.decode().split(CLEAR)[-2]
     assert f"{GREEN}streaming" in screen
     visible = [ANSI.sub("", line) for line in screen.replace("\r", "").splitlines()]
@@ -91,12 +83,8 @@ async def test_on_a_terminal_it_redraws_in_colour_within_the_width_and_ctrl_c_en
 async def test_with_json_each_refresh_is_one_status_document_per_line(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    sim = CoinbaseSimulator(tick_interval_s=0.05)
-    await nursery.start(sim.serve)
-    config = await write_config(tmp_path, sim.url)
     with trio.fail_after(60):
-        async with open_chrono(config) as daemon:
-            await sim.wait_subscribed()
+        async with coinbase_chrono(tmp_path, nursery) as (_daemon, config):
             watching = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "chrono", "status", str(config), "--watch", "--json",
                  "--interval", "0.1"],
@@ -108,8 +96,6 @@ async def test_with_json_each_refresh_is_one_status_document_per_line(
                 lines += await watching.stdout.receive_some(1 << 20)
             watching.send_signal(signal.SIGINT)
             assert await watching.wait() == 0
-            daemon.process.send_signal(signal.SIGTERM)
-            assert await daemon.wait_exit() == 0
     documents = [json.loads(line) for line in lines.splitlines()[:2]]
     assert all(d["service"]["state"] == "running" for d in documents)
     assert documents[0]["collectors"][0]["worker_id"] == "coinbase"
