@@ -190,6 +190,8 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     secrets = config.auth.secrets()  # every usable key, named entries too
+    if config.forward is not None:
+        secrets.append(config.forward.key)
     if password := url_password(config.storage.url):
         secrets.append(password)
     configure_logging(level=config.log.level, fmt=config.log.format, secrets=secrets)

@@ -227,6 +227,16 @@ class StreamConfig(_Section, frozen=True):
     status_check_ms: PositiveInt = 1000  # how often source, symbol and store states are read
 
 
+class ForwardConfig(_Section, frozen=True):
+    """An edge Chrono: collectors only, every batch POSTed to a central Chrono's
+    ``/internal/ingest`` (spooled while it is down, replayed in order); docs/edge.md."""
+
+    url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/]+(/[^\s]*)?$")]
+    key: Annotated[str, msgspec.Meta(min_length=1)]  # an internal key of the central ("env:")
+    worker_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "edge"
+    timeout_s: Positive = 10.0  # a POST with no answer by then is retried
+
+
 class AlertsConfig(_Section, frozen=True):
     """Alert rules and their thresholds (docs/alerts.md): each alert fires once when its
     condition has held for its time, and resolves once it has been clear ``hold_down_s``."""
@@ -306,6 +316,7 @@ class Config(_Section, frozen=True):
     ftso: FtsoConfig = FtsoConfig()
     stream: StreamConfig = StreamConfig()
     alerts: AlertsConfig = AlertsConfig()
+    forward: ForwardConfig | None = None  # set: this Chrono is an edge, it stores nothing
     collectors: list[CollectorConfig] = []
 
     def symbols(self) -> list[str]:

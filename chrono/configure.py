@@ -72,8 +72,14 @@ def parse_config(raw: dict[str, Any], *, base_dir: Path) -> Config:
     _check(config)
     auth = _resolve_env(config.auth)
     _check_keys(auth)
+    forward = config.forward
+    if forward is not None and forward.key.startswith("env:"):
+        value = os.environ.get(forward.key[4:])
+        if not value:
+            raise ConfigError(f"forward.key: environment variable {forward.key[4:]} is not set")
+        forward = msgspec.structs.replace(forward, key=value)
     return msgspec.structs.replace(
-        config, auth=auth, storage=_resolve_paths(config.storage, base_dir)
+        config, auth=auth, forward=forward, storage=_resolve_paths(config.storage, base_dir)
     )
 
 

@@ -69,6 +69,11 @@ class StoreError(ChronoError):
     """The store failed; the batch that raised it is still held by the writer."""
 
 
+class BatchRefused(ChronoError):
+    """The store refused a batch for what it holds (a central Chrono's 4xx): retrying the same
+    feeds cannot help, so the writer logs it and goes on (the seed's forwarding policy)."""
+
+
 class SpoolError(ChronoError):
     """The spool could not write or read a batch; the batch is still held by the writer."""
 

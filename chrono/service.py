@@ -59,6 +59,7 @@ from chrono.status import (
     StatusReport,
 )
 from chrono.store import Store, open_store
+from chrono.store.forward import ForwardStore
 from chrono.store.spool import Spool
 from chrono.stream import ChannelValue, StreamHub
 from chrono.stream.messages import encode_text
@@ -87,7 +88,8 @@ class Service:
 
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
-        self.store = store or open_store(config.storage)
+        forward = ForwardStore(config.forward) if config.forward else None
+        self.store: Store = store or forward or open_store(config.storage)
         self.started_at = utc_now()
         self.state = "starting"
         self.latest = LatestPrices()
@@ -226,7 +228,7 @@ class Service:
                 root.start_soon(_within, notifying, self._notify_systemd)
             if self.config.alerts.enabled:
                 root.start_soon(_within, alerting, self._supervised("alerts", self._run_alerts))
-            if self.config.consensus.snapshot_interval_s:
+            if self.config.consensus.snapshot_interval_s and self.config.forward is None:
                 snapshots = self._supervised("snapshots", self.snapshots.run)
                 root.start_soon(_within, snapshotting, snapshots)
             await self._run_pipeline(task_status)

@@ -23,7 +23,7 @@ import msgspec
 import trio
 
 from chrono.backoff import Backoff
-from chrono.errors import SpoolError, StoreError
+from chrono.errors import BatchRefused, SpoolError, StoreError
 from chrono.feeds import Feeds
 from chrono.histogram import Histogram
 from chrono.model import utc_now
@@ -44,6 +44,7 @@ class WriterStatistics(msgspec.Struct, frozen=True, kw_only=True):
     duplicates_ignored: int
     write_errors: int
     spool_errors: int
+    feeds_refused: int  # in batches the store refused (an edge's central: a 4xx), skipped
     last_error: str | None
     spool: SpoolStatistics
     written_by_source: dict[str, int]  # feeds in committed batches (the store's repeats too)
@@ -72,6 +73,7 @@ class IngestWriter:
         self.duplicates_ignored = 0
         self.write_errors = 0
         self.spool_errors = 0
+        self.feeds_refused = 0  # in batches the store refused (BatchRefused): skipped
         self.last_error: str | None = None
         self.write_seconds = Histogram()  # one store transaction
         self.stored_latency = Histogram()  # received -> committed, per feed
@@ -142,6 +144,11 @@ class IngestWriter:
         started = trio.current_time()
         try:
             added = await self._store.write(batch)
+        except BatchRefused as exc:
+            self.feeds_refused += len(batch)
+            self.last_error = str(exc)
+            log.warning("the store refused a batch of %d feeds: %s; skipped", len(batch), exc)
+            return True  # done with it: the same feeds would be refused again
         except StoreError as exc:
             self.write_errors += 1
             self.last_error = str(exc)
@@ -188,6 +195,7 @@ class IngestWriter:
             duplicates_ignored=self.duplicates_ignored,
             write_errors=self.write_errors,
             spool_errors=self.spool_errors,
+            feeds_refused=self.feeds_refused,
             last_error=self.last_error,
             spool=self.spool.statistics(),
             written_by_source=dict(self._written_by_source),

@@ -174,7 +174,7 @@ class StoreReader(Protocol):
 class StoreWriter(Protocol):
     """Ingest and lifecycle. A write opens the store first if it could not be opened yet."""
 
-    kind: str  # "sqlite" | "postgresql"
+    kind: str  # "sqlite" | "postgresql" | "forward"
 
     async def open(self) -> None:
         """Connect and migrate the schema; ``StoreError`` if impossible now."""
