@@ -50,7 +50,9 @@ async def test_the_dashboard_shows_every_collector_and_live_prices_in_a_real_bro
                 "[...document.querySelectorAll('#collectors tr')].map(r => r.cells[2].innerText)"
             )
             assert states == ["streaming", "streaming"]
-            assert await page.evaluate("document.querySelectorAll('#prices polyline').length") > 0
+            sparklines = "document.querySelectorAll('#prices polyline').length"
+            while not await page.evaluate(sparklines):  # a second consensus: a line to draw
+                await trio.sleep(0.2)
             assert "sqlite: up" in await page.evaluate("document.getElementById('store').innerText")
             await page.screenshot(tmp_path / "dashboard.png")
             if folder := os.environ.get("CHRONO_SCREENSHOTS"):  # to look at it after a run
