@@ -6,6 +6,8 @@ they read. ``ApiContext`` holds no state of its own beyond the service's parts i
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -67,6 +69,26 @@ class ApiContext:
 
 def json_response(body: Any, status: int = 200) -> Response:
     return Response(_encoder.encode(body), status=status, content_type="application/json")
+
+
+HTML = "text/html; charset=utf-8"
+
+
+def inline_page(template: str, script: str, *, more_policy: str = "") -> tuple[bytes, str]:
+    """A page whose one script is inlined at ``/*SCRIPT*/``, and the Content-Security-Policy
+    that allows exactly that script (by its hash) and fetches from this origin only."""
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    policy = (
+        f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; "
+        f"connect-src 'self'; {more_policy}frame-ancestors 'none'"
+    )
+    return template.replace("/*SCRIPT*/", script).encode(), policy
+
+
+def html_response(page: bytes, policy: str) -> Response:
+    response = Response(page, content_type=HTML)
+    response.headers["Content-Security-Policy"] = policy
+    return response
 
 
 def elapsed_ms(started: float) -> float:

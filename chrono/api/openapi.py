@@ -15,8 +15,6 @@ its query type, body type, answers and error statuses.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,7 +29,7 @@ import chrono
 from chrono.api import schema
 from chrono.api.aggregates import ConsensusQuery, HistoryQuery
 from chrono.api.auth import Role
-from chrono.api.context import ApiContext
+from chrono.api.context import HTML, ApiContext, html_response, inline_page
 from chrono.api.dashboard import DashboardState
 from chrono.api.errors import ErrorCode
 from chrono.api.ftso import ROUND_RULE, FeedValuesRequest
@@ -42,7 +40,6 @@ from chrono.status import StatusReport
 
 REF = "#/components/schemas/{name}"
 JSON = "application/json"
-HTML = "text/html; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -358,23 +355,12 @@ def _numbers(value: Any) -> Any:
     return {k: _numbers(v) for k, v in value.items()}
 
 
-def _docs_page() -> tuple[bytes, str]:
-    """The page, and its Content-Security-Policy (its inline script allowed by hash)."""
-    digest = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
-    page = _PAGE.replace("/*SCRIPT*/", _SCRIPT)
-    policy = (
-        f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; "
-        "connect-src 'self'; frame-ancestors 'none'"
-    )
-    return page.encode(), policy
-
-
 def register(app: QuartTrio, ctx: ApiContext) -> None:
     from chrono.api.app import FTSO_ROLES, ROUTE_ROLES
 
     table = ROUTE_ROLES + (FTSO_ROLES if ctx.ftso.require_key else ())
     built: list[bytes] = []
-    page, policy = _docs_page()
+    page, policy = inline_page(_PAGE, _SCRIPT)
 
     @app.get("/openapi.json")
     async def openapi() -> Response:
@@ -384,9 +370,7 @@ def register(app: QuartTrio, ctx: ApiContext) -> None:
 
     @app.get("/docs")
     async def docs() -> Response:
-        response = Response(page, content_type=HTML)
-        response.headers["Content-Security-Policy"] = policy
-        return response
+        return html_response(page, policy)
 
 
 _PAGE = """<!doctype html>
