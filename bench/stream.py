@@ -24,8 +24,8 @@ The clients are light: handshake and subscribe by hand in trio (``--concurrency`
 time), then one ``select.epoll`` loop per process over all its sockets, frames parsed by
 ``parse_frames``, pings answered; in ``--client-procs`` processes beyond 100 clients. Every
 client counts every update; ``--sample`` of them (spread over the processes) also decode each
-one and time it. The stalled clients of the ingest phase use websockets' sans-I/O
-``ClientProtocol`` (``open_ws``) and never read after the reply.
+one and time it. The stalled clients (``open_stalled``) are the same handshake on a small
+window, never read after the reply.
 
 Usage: ``python bench/stream.py [--phases latency,rss,ingest] [--sizes 1,100,1000]
 [--rate R] [--max-deliveries D] [--seconds S] [--idle N] [--feeds N] [--rounds N]
@@ -70,12 +70,9 @@ from _common import (
 )
 from _floor import PRODUCTS, SUBSCRIBE, SUBSCRIBE_TIMEOUT_S
 from e2e_coinbase import SqliteDb, _burst, rss_mib
-from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request, Response
-from websockets.protocol import State
+from websockets.http11 import Request
 from websockets.server import ServerProtocol
-from websockets.uri import parse_uri
 
 from chrono.collect.connection import open_feed
 from chrono.config import BatchConfig
@@ -101,69 +98,6 @@ DRAIN_TIMEOUT_S: Final = 20.0  # after the ticks stop, for every update to reach
 CUT_WAIT_S: Final = 20.0  # after a burst, for the stalled clients to be cut (send_timeout_s 10)
 GOALS: Final = {"p99_ms": {100: 10.0, 1000: 50.0}, "idle_rss_mib": 512.0, "ingest_ratio": 0.95}
 UPDATE: Final = (b'{"type":"price_update"', b'{"type":"ticker"')
-
-
-# --- the light client: sans-I/O ClientProtocol over a raw trio socket ---------------------
-
-
-class Ws:
-    """One client connection: ``ClientProtocol`` fed by ``receive_some``; pongs flushed."""
-
-    def __init__(self, stream: trio.SocketStream, proto: ClientProtocol) -> None:
-        self.stream, self.proto = stream, proto
-
-    async def flush(self) -> None:
-        if out := self.proto.data_to_send():
-            await self.stream.send_all(b"".join(out))
-
-    async def events(self) -> tuple[float, list[Any]]:
-        """The next read's events, and ``time.time()`` when the read returned."""
-        data = await self.stream.receive_some(RECV_BYTES)
-        now = time.time()
-        if data:
-            self.proto.receive_data(data)
-        else:
-            self.proto.receive_eof()
-        await self.flush()
-        events = self.proto.events_received()
-        if not data or self.proto.state is State.CLOSED:
-            raise BenchError(f"a /stream connection closed: {self.proto.close_exc}")
-        return now, events
-
-
-async def open_ws(url: str, *, rcvbuf: int | None = None) -> tuple[Ws, list[bytes]]:
-    """Handshake and subscribe to ``SYMBOLS``; the client and the text frames after the reply
-    (``rcvbuf``: SO_RCVBUF set before connecting, so the window is small from the start)."""
-    uri = parse_uri(url)
-    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
-    if rcvbuf is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    await sock.connect((uri.host, uri.port))
-    ws = Ws(trio.SocketStream(sock), ClientProtocol(uri, max_size=2**20))
-    ws.proto.send_request(ws.proto.connect())
-    await ws.flush()
-    texts: list[bytes] | None = None
-    while texts is None or not any(b'"type":"subscribed"' in t for t in texts):
-        try:
-            _, events = await ws.events()
-        except BenchError as exc:
-            stage = "before the 101" if texts is None else "after the 101, before the reply"
-            raise BenchError(f"{exc} ({stage})") from exc
-        for event in events:
-            if isinstance(event, Response):
-                if ws.proto.handshake_exc is not None:
-                    raise BenchError(f"/stream handshake refused: {event.status_code}")
-                ws.proto.send_text(SUBSCRIBE_STREAM.encode())
-                await ws.flush()
-                texts = []
-            elif isinstance(event, Frame) and event.opcode is Opcode.TEXT and texts is not None:
-                if event.data.startswith(b'{"type":"error"'):
-                    raise BenchError(f"/stream refused the subscribe: {event.data.decode()}")
-                texts.append(event.data)
-    reply = next(i for i, t in enumerate(texts) if b'"type":"subscribed"' in t)
-    if json.loads(texts[reply])["accepted"] != SYMBOLS:
-        raise BenchError(f"subscribe not accepted: {texts[reply].decode()}")
-    return ws, texts[reply + 1 :]
 
 
 class _Data(msgspec.Struct):
@@ -265,11 +199,16 @@ class LightClient:
         return frames
 
 
-async def open_light(url: str) -> tuple[trio.socket.SocketType, list[bytes], bytes]:
+async def open_light(
+    url: str, *, rcvbuf: int | None = None
+) -> tuple[trio.socket.SocketType, list[bytes], bytes]:
     """Handshake and subscribe to ``SYMBOLS`` by hand: the socket, the text frames after the
-    reply, and the bytes of a frame not yet whole."""
+    reply, and the bytes of a frame not yet whole (``rcvbuf``: SO_RCVBUF set before
+    connecting, so the window is small from the start)."""
     parts = urllib.parse.urlsplit(url)
     sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     await sock.connect((parts.hostname, parts.port))
     key = base64.b64encode(os.urandom(16)).decode()
     target = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -308,6 +247,12 @@ async def open_light(url: str) -> tuple[trio.socket.SocketType, list[bytes], byt
         if not (data := await stream.receive_some(RECV_BYTES)):
             raise BenchError("a /stream connection closed after the 101, before the reply")
         buffer += data
+
+
+async def open_stalled(url: str) -> trio.SocketStream:
+    """A subscribed client on a small window that is never read again."""
+    sock, _texts, _rest = await open_light(url, rcvbuf=STALLED_RCVBUF)
+    return trio.SocketStream(sock)
 
 
 async def _open_client(
@@ -647,7 +592,7 @@ async def _steady(
     the ``clients`` must get every update, and every stalled one must be cut)."""
     async with open_clients(url, clients, args, sample=min(args.sample, clients)) as handle:
         before_stats = await stream_status(port) if port else {}
-        stuck = [(await open_ws(url, rcvbuf=STALLED_RCVBUF))[0].stream for _ in range(stalled)]
+        stuck = [await open_stalled(url) for _ in range(stalled)]
         before = len(sim.ticks)
         sim.set_rate(rate)
         sim.set_silent(False)
@@ -801,8 +746,7 @@ async def _ingest_case(stalled: int, feeds: int, log: Any) -> dict[str, Any]:
             try:
                 with trio.fail_after(open_timeout_s(stalled)):
                     for _ in range(stalled):
-                        ws, _texts = await open_ws(url, rcvbuf=STALLED_RCVBUF)
-                        sockets.append(ws.stream)  # never read again
+                        sockets.append(await open_stalled(url))
                 await wait_stream_clients(chrono.port, stalled)
                 log(f"ingest: burst of {feeds} with {stalled} stalled clients ...")
                 burst = await _burst(sim, db, feeds)
