@@ -42,6 +42,19 @@ async def edge_config(folder: Path, sim_url: str, central: Path, key: str) -> Pa
     return config
 
 
+async def central_and_edge(
+    folder: Path, nursery: trio.Nursery, key: str
+) -> tuple[CoinbaseSimulator, Path, Path]:
+    """A ticking simulator, and the configs of a central and of an edge that collects from the
+    simulator and forwards with ``key``."""
+    sim = CoinbaseSimulator(tick_interval_s=0.05)
+    await nursery.start(sim.serve)
+    await trio.Path(folder / "central").mkdir()
+    await trio.Path(folder / "edge").mkdir()
+    central = await central_config(folder / "central")
+    return sim, central, await edge_config(folder / "edge", sim.url, central, key)
+
+
 async def stop(daemon: ChronoProcess) -> None:
     daemon.process.send_signal(signal.SIGTERM)
     assert await daemon.wait_exit() == 0
@@ -50,12 +63,7 @@ async def stop(daemon: ChronoProcess) -> None:
 async def test_an_edge_loses_nothing_while_its_central_is_stopped_for_30_s(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    sim = CoinbaseSimulator(tick_interval_s=0.05)
-    await nursery.start(sim.serve)
-    (tmp_path / "central").mkdir()
-    (tmp_path / "edge").mkdir()
-    central = await central_config(tmp_path / "central")
-    edge = await edge_config(tmp_path / "edge", sim.url, central, INTERNAL_KEY)
+    sim, central, edge = await central_and_edge(tmp_path, nursery, INTERNAL_KEY)
     db = tmp_path / "central" / "data" / "chrono.db"
     with trio.fail_after(120):
         async with open_chrono(edge) as edge_daemon:
@@ -87,12 +95,7 @@ async def test_an_edge_loses_nothing_while_its_central_is_stopped_for_30_s(
 async def test_a_central_that_refuses_the_key_gets_batches_logged_and_skipped(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
-    sim = CoinbaseSimulator(tick_interval_s=0.05)
-    await nursery.start(sim.serve)
-    (tmp_path / "central").mkdir()
-    (tmp_path / "edge").mkdir()
-    central = await central_config(tmp_path / "central")
-    edge = await edge_config(tmp_path / "edge", sim.url, central, "not_a_key_of_the_central")
+    _sim, central, edge = await central_and_edge(tmp_path, nursery, "not_a_key_of_the_central")
     with trio.fail_after(60):
         async with open_chrono(central) as central_daemon, open_chrono(edge) as edge_daemon:
 
