@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 import tempfile
-import tomllib
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,7 +20,7 @@ import trio
 from chrono.config import Config
 from chrono.configure import parse_config
 from chrono.service import run_service
-from chrono.simulate import Served, SimulateOptions, serve_simulators, snippet
+from chrono.simulate import Served, SimulateOptions, serve_simulators
 
 
 def demo_config(served: list[Served], folder: Path, port: int, keys: tuple[str, str]) -> Config:
@@ -33,7 +32,9 @@ def demo_config(served: list[Served], folder: Path, port: int, keys: tuple[str, 
         "log": {"level": "info", "format": "text"},
         "auth": {"public_keys": [public], "admin_keys": [admin]},
         "consensus": {"snapshot_interval_s": 0},
-        "collectors": tomllib.loads(snippet(served))["collectors"],
+        "collectors": [
+            {"exchange": s.exchange, "symbols": s.symbols, "url": s.url} for s in served
+        ],
     }
     return parse_config(raw, base_dir=folder)
 
