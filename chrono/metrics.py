@@ -28,7 +28,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from chrono import __version__
-from chrono.alerts.rules import RULES
+from chrono.alerts.engine import active_by_rule
 from chrono.consensus import Consensus
 from chrono.histogram import Histogram, HistogramStatistics
 from chrono.status import StatusReport
@@ -148,10 +148,7 @@ def _alerts(status: StatusReport) -> Iterator[Metric]:
     a = status.alerts
     active = GaugeMetricFamily("chrono_alert_active", "Alerts of the rule firing now "
                                "(docs/alerts.md)", labels=["rule"])  # fmt: skip
-    counts = dict.fromkeys(RULES, 0)
-    for alert in a.active:
-        counts[alert.rule] = counts.get(alert.rule, 0) + 1
-    for rule, n in counts.items():
+    for rule, n in active_by_rule(a.active).items():
         active.add_metric([rule], n)
     yield active
     yield _counter("chrono_alerts_fired", "Alerts fired", a.fired)

@@ -10,7 +10,7 @@ and resolving is logged, counted, and handed to the webhooks (``chrono.alerts.we
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -148,14 +148,6 @@ class Alerts:
             await self._webhook_wake.wait()
         return self._to_webhooks.pop(0)
 
-    def active_by_rule(self) -> dict[str, int]:
-        """Every rule, with how many of its alerts fire now (for ``chrono_alert_active``)."""
-        counts = dict.fromkeys(self.rules, 0)
-        for (rule, _), state in self._states.items():
-            if state.since is not None:
-                counts[rule] += 1
-        return counts
-
     def statistics(self) -> AlertsStatistics:
         active = [
             ActiveAlert(rule=rule, subject=subject, detail=s.detail, since=s.since)
@@ -167,3 +159,11 @@ class Alerts:
             webhook_posts=self.webhook_posts, webhook_failures=self.webhook_failures,
             webhook_dropped=self.webhook_dropped,
         )  # fmt: skip
+
+
+def active_by_rule(active: Sequence[ActiveAlert]) -> dict[str, int]:
+    """Every rule, with how many of ``active`` are its (``chrono_alert_active``)."""
+    counts = dict.fromkeys(RULES, 0)
+    for alert in active:
+        counts[alert.rule] = counts.get(alert.rule, 0) + 1
+    return counts
