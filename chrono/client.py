@@ -27,10 +27,7 @@ def fetch_status(url: str, admin_key: str | None) -> StatusReport:
     except httpx.HTTPError as exc:
         raise DaemonUnreachable(f"cannot reach Chrono at {url}: {type(exc).__name__}") from exc
     if response.status_code != 200:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text[:200]
+        message = error_message(response)
         raise DaemonUnreachable(f"Chrono at {url} answered {response.status_code}: {message}")
     try:
         return decode_status(response.content)
@@ -38,3 +35,11 @@ def fetch_status(url: str, admin_key: str | None) -> StatusReport:
         raise DaemonUnreachable(
             f"Chrono at {url} answered a /status this client cannot read: {exc}"
         ) from exc
+
+
+def error_message(response: httpx.Response) -> str:
+    """A Chrono error answer's message (its envelope's), or the start of any other body."""
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]

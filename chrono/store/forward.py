@@ -21,10 +21,11 @@ import httpx
 import msgspec
 
 from chrono.api.ingest import MAX_FEEDS
+from chrono.client import error_message
 from chrono.config import ForwardConfig
 from chrono.errors import BatchRefused, StoreError
 from chrono.model import PriceFeed, time_text, utc_now
-from chrono.store.base import Candle, FeedPage, RowKey, StoreStatistics
+from chrono.store.base import Candle, FeedPage, StoreStatistics
 from chrono.store.snapshots import FtsoAnswer, Snapshot
 
 _encode = msgspec.json.Encoder(decimal_format="string").encode
@@ -78,7 +79,7 @@ class ForwardStore:
                 raise StoreError(f"central {self.config.url} answered {answer.status_code}")
             if answer.status_code >= 400:
                 raise BatchRefused(f"central {self.config.url} answered {answer.status_code}: "
-                                   f"{_message(answer)}")  # fmt: skip
+                                   f"{error_message(answer)}")  # fmt: skip
             added += int(answer.json().get("ingested", 0))
         self.rows_written += added
         self.batches_written += 1
@@ -134,13 +135,3 @@ class ForwardStore:
 
     async def record_ftso_round(self, answers: Sequence[FtsoAnswer]) -> int:
         self._nothing()
-
-
-def _message(answer: httpx.Response) -> str:
-    try:
-        return str(answer.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return answer.text[:200]
-
-
-__all__ = ["ForwardStore", "RowKey"]
