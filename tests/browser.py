@@ -56,6 +56,7 @@ class Browser:
         self._answers: dict[int, Any] = {}
         self._arrived = trio.Event()
         self.errors: list[str] = []  # console errors, uncaught exceptions, failed loads
+        self.loaded: dict[str, trio.Event] = {}  # per session: set at its page's load event
 
     async def read(self) -> None:
         async for raw in self.ws:
@@ -64,10 +65,12 @@ class Browser:
                 self._answers[message["id"]] = message
                 self._arrived.set()
             else:
-                self._event(message["method"], message.get("params", {}))
+                self._event(message["method"], message.get("params", {}), message.get("sessionId"))
 
-    def _event(self, method: str, params: dict[str, Any]) -> None:
-        if method == "Runtime.exceptionThrown":
+    def _event(self, method: str, params: dict[str, Any], session: str | None) -> None:
+        if method == "Page.loadEventFired" and session in self.loaded:
+            self.loaded[session].set()
+        elif method == "Runtime.exceptionThrown":
             details = params["exceptionDetails"]
             self.errors.append(details.get("exception", {}).get("description") or str(details))
         elif method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
@@ -94,11 +97,13 @@ class Browser:
         attached = await self.call("Target.attachToTarget", targetId=target["targetId"],
                                    flatten=True)  # fmt: skip
         page = Page(self, attached["sessionId"])
+        loaded = self.loaded[page.session] = trio.Event()
         for domain in ("Runtime", "Log", "Page"):
             await page.call(f"{domain}.enable")
         await page.call("Emulation.setDeviceMetricsOverride", width=1280, height=900,
                         deviceScaleFactor=1, mobile=False)  # fmt: skip
         await page.call("Page.navigate", url=url)
+        await loaded.wait()  # navigate answers before the page is there
         return page
 
 
